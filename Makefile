@@ -1,0 +1,31 @@
+# usage_etl — every target installs from the lock file (uv.lock) first.
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .usage_etl/tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/.dagster
+
+.PHONY: install demo ui test bench clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+
+install: $(UV)  ## create .venv exactly as pinned in uv.lock
+	$(UV) sync --frozen --python $(PYTHON)
+
+demo: install  ## embedded PostgreSQL (unless USAGE_ETL_DATABASE_URL), 30 days of sample data, all partitions
+	@mkdir -p $(DAGSTER_HOME) && (test -f $(DAGSTER_HOME)/dagster.yaml || printf "telemetry:\n  enabled: false\n" > $(DAGSTER_HOME)/dagster.yaml)
+	$(BIN)/usage-etl demo
+
+ui: install  ## the Dagster UI on http://127.0.0.1:3000
+	@mkdir -p $(DAGSTER_HOME) && (test -f $(DAGSTER_HOME)/dagster.yaml || printf "telemetry:\n  enabled: false\n" > $(DAGSTER_HOME)/dagster.yaml)
+	$(BIN)/dagster dev -w workspace.yaml
+
+test: install  ## pytest against a real PostgreSQL (see README)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .usage_etl .dagster .env

@@ -1,0 +1,112 @@
+"""Pure Polars aggregation: messages -> conversation-day grain -> per-user summaries.
+
+Weekly and monthly summaries are computed from the conversation-day grain, never from raw rows,
+with the same `summarize` function the daily summary uses. The grain keeps the conversation id,
+so a week's `conversation_count` is the exact distinct count over the week, not a sum of days.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+GRAIN_KEYS = ["user_id", "day", "conversation_id", "agent_id", "model"]
+TOKEN_SUMS = [
+    "input_tokens",
+    "cache_creation_input_tokens",
+    "cache_creation_1h_input_tokens",
+    "cache_read_input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+]
+COUNT_SUMS = ["message_count", "error_count", "unpriced_message_count", "cost_pico_usd"]
+
+# Conversation-day grain: GRAIN_KEYS (day = Date in the business timezone), TOKEN_SUMS (tokens),
+# message_count, error_count, unpriced_message_count (Int64), cost_pico_usd (Int64, 1e-12 USD,
+# priced messages only), paid_micro (Int64 1e-6 of the source's paid unit, null if none reported),
+# first_activity, last_activity (Datetime us UTC).
+GRAIN_SCHEMA: dict[str, pl.DataType] = {
+    "user_id": pl.String(),
+    "day": pl.Date(),
+    "conversation_id": pl.String(),
+    "agent_id": pl.String(),
+    "model": pl.String(),
+    **{c: pl.Int64() for c in TOKEN_SUMS + COUNT_SUMS},
+    "paid_micro": pl.Int64(),
+    "first_activity": pl.Datetime("us", "UTC"),
+    "last_activity": pl.Datetime("us", "UTC"),
+}
+
+UNKNOWN_MODEL = "(unknown)"
+
+
+def _sum_if_any(col: str) -> pl.Expr:
+    # Null when no row reported a value: "not reported" must not read as 0.
+    return pl.when(pl.col(col).is_not_null().any()).then(pl.col(col).sum()).alias(col)
+
+
+def conversation_day_grain(priced: pl.LazyFrame, timezone: str) -> pl.LazyFrame:
+    """Group priced canonical messages to the conversation-day grain (`GRAIN_SCHEMA`).
+
+    `priced` is the canonical frame plus `cost_pico_usd` (Int64, null = unpriced) and `priced`
+    (Boolean). `day` is the message's calendar date in `timezone`.
+    """
+    return (
+        priced.with_columns(
+            day=pl.col("created_at").dt.convert_time_zone(timezone).dt.date(),
+            paid_micro=(pl.col("paid_amount") * 1_000_000).round().cast(pl.Int64),
+        )
+        .group_by(GRAIN_KEYS)
+        .agg(
+            *[pl.col(c).sum() for c in TOKEN_SUMS],
+            pl.len().cast(pl.Int64).alias("message_count"),
+            (pl.col("status") == "error").sum().cast(pl.Int64).alias("error_count"),
+            (~pl.col("priced")).sum().cast(pl.Int64).alias("unpriced_message_count"),
+            pl.col("cost_pico_usd").sum().cast(pl.Int64),
+            _sum_if_any("paid_micro"),
+            pl.col("created_at").min().alias("first_activity"),
+            pl.col("created_at").max().alias("last_activity"),
+        )
+        .select(list(GRAIN_SCHEMA))
+        .sort(GRAIN_KEYS, nulls_last=True)
+    )
+
+
+def summarize(grain: pl.LazyFrame, *, by_model: bool = False) -> pl.LazyFrame:
+    """Per-user (or per-user-and-model) measures over all grain rows given (one window).
+
+    Output: user_id, [model], input/cache_creation_input/cache_creation_1h_input/cache_read_input/
+    output/reasoning/total tokens (Int64, tokens), message_count, error_count, conversation_count
+    (exact distinct non-null conversations), agent_ids, models (sorted distinct List[String]),
+    cost_pico_usd (Int64, 1e-12 USD), unpriced_message_count, paid_micro (Int64 or null),
+    first_activity, last_activity. A null model is reported as "(unknown)" in the by-model rows.
+    """
+    keys = ["user_id"]
+    if by_model:
+        grain = grain.with_columns(model=pl.col("model").fill_null(UNKNOWN_MODEL))
+        keys.append("model")
+    models = pl.col("model").drop_nulls()
+    if by_model:
+        models = pl.col("model").filter(pl.col("model") != UNKNOWN_MODEL)
+    models = models.unique().sort()
+    return (
+        grain.group_by(keys)
+        .agg(
+            *[pl.col(c).sum() for c in TOKEN_SUMS],
+            *[pl.col(c).sum() for c in ("message_count", "error_count")],
+            pl.col("conversation_id").drop_nulls().n_unique().cast(pl.Int64).alias("conversation_count"),
+            pl.col("agent_id").drop_nulls().unique().sort().alias("agent_ids"),
+            models.alias("models"),
+            pl.col("cost_pico_usd").sum(),
+            pl.col("unpriced_message_count").sum(),
+            _sum_if_any("paid_micro"),
+            pl.col("first_activity").min(),
+            pl.col("last_activity").max(),
+        )
+        .with_columns(
+            total_tokens=pl.col("input_tokens")
+            + pl.col("cache_creation_input_tokens")
+            + pl.col("cache_read_input_tokens")
+            + pl.col("output_tokens")
+        )
+        .sort(keys)
+    )

@@ -1,0 +1,114 @@
+"""Dagster assets: partitioned daily, weekly and monthly per-user usage.
+
+The assets only wire partitions, the database resource and metadata to the plain functions of
+`pipeline`. A run may cover a range of partitions (single-run backfill); each partition of the range
+is still read, written and committed on its own, so memory is bounded by one window.
+"""
+
+
+from collections.abc import Callable, Sequence
+
+import dagster as dg
+
+from usage_etl import partitions, pipeline
+from usage_etl.config import Settings
+from usage_etl.pricing import load_price_book
+from usage_etl.resources import PostgresResource
+
+GROUP = "usage"
+
+
+def _metadata(results: Sequence[pipeline.PartitionResult], extra: dict | None = None) -> dict:
+    md: dict = {
+        "dagster/row_count": sum(r.users for r in results),
+        "rows_written": sum(r.rows_written for r in results),
+        "users": sum(r.users for r in results),
+        "messages": sum(r.messages for r in results),
+        "total_tokens": sum(r.total_tokens for r in results),
+        "cost_usd": float(sum(r.cost_usd for r in results)),
+        "unpriced_messages": sum(r.unpriced_messages for r in results),
+        "rejected_rows": sum(r.rejected_rows for r in results),
+        "partitions": len(results),
+    }
+    models = sorted({m for r in results for m in r.unpriced_models})
+    if models:
+        md["unpriced_models"] = dg.MetadataValue.json(models)
+    if len(results) > 1:
+        lines = ["| partition | users | messages | total_tokens | cost_usd | rejected |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r.partition_key} | {r.users} | {r.messages} | {r.total_tokens} | {r.cost_usd} | {r.rejected_rows} |" for r in results]
+        md["per_partition"] = dg.MetadataValue.md("\n".join(lines))
+    md.update(extra or {})
+    return md
+
+
+def _run_each(context: dg.AssetExecutionContext, period_type: str, step: Callable[[str], pipeline.PartitionResult]) -> list[pipeline.PartitionResult]:
+    keys = context.partition_keys
+    results = []
+    for i, key in enumerate(keys, 1):
+        r = step(key)
+        results.append(r)
+        context.log.info(
+            f"{period_type} {key} ({i}/{len(keys)}): {r.users} users, {r.messages} messages, "
+            f"{r.rejected_rows} rejected, {r.rows_written} rows written"
+        )
+    return results
+
+
+def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+    """The daily, weekly and monthly assets for `settings` (timezone, start date, schemas).
+
+    The `db` resource supplies only the connection; everything else comes from `settings`.
+    """
+    PARTITIONS = partitions.build(settings)
+    @dg.asset(
+        partitions_def=PARTITIONS["daily"],
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=GROUP,
+        kinds={"polars", "postgres"},
+        pool="usage_etl_db",
+    )
+    def daily_user_usage(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
+        """Per-user usage for each day: `user_token_usage` and `user_token_usage_by_model` rows with
+        period_type='daily', the conversation-day grain, and quarantined raw rows of the day."""
+        engine, url = db.engine, db.url()
+        book = load_price_book()
+        results = _run_each(
+            context,
+            "daily",
+            lambda key: pipeline.run_daily(engine, url, settings, book, partitions.window(PARTITIONS["daily"], "daily", key)),
+        )
+        unpartitioned = pipeline.quarantine_unpartitioned(engine, url, settings)
+        return dg.MaterializeResult(
+            metadata=_metadata(results, {"price_book_version": book.version, "rows_without_created_at": unpartitioned})
+        )
+
+    def _rollup_asset(period_type: str) -> dg.AssetsDefinition:
+        @dg.asset(
+            name=f"{period_type}_user_usage",
+            partitions_def=PARTITIONS[period_type],
+            deps=[daily_user_usage],
+            backfill_policy=dg.BackfillPolicy.single_run(),
+            group_name=GROUP,
+            kinds={"polars", "postgres"},
+            pool="usage_etl_db",
+            description=f"Per-user usage for each {period_type.removesuffix('ly')} (period_type='{period_type}'), "
+            "rolled up from the conversation-day grain: exact distinct conversation counts, no raw rescan.",
+        )
+        def rollup(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
+            engine, url = db.engine, db.url()
+            results = _run_each(
+                context,
+                period_type,
+                lambda key: pipeline.run_rollup(engine, url, settings, partitions.window(PARTITIONS[period_type], period_type, key)),
+            )
+            return dg.MaterializeResult(metadata=_metadata(results))
+
+        return rollup
+
+    return [daily_user_usage, _rollup_asset("weekly"), _rollup_asset("monthly")]
+
+
+SETTINGS = Settings.from_env()
+PARTITIONS = partitions.build(SETTINGS)
+USAGE_ASSETS = build_assets(SETTINGS)
+daily_user_usage, weekly_user_usage, monthly_user_usage = USAGE_ASSETS

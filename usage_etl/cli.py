@@ -1,0 +1,226 @@
+"""The `usage-etl` command. `usage-etl --help` and `usage-etl COMMAND --help` document each one."""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from datetime import date, datetime, timedelta
+
+import click
+
+from usage_etl.config import ConfigError, Settings
+
+# backfill_policy is a beta Dagster parameter used on purpose; keep the terminal readable.
+warnings.filterwarnings("ignore", message=".*is currently in beta.*")
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _engine(settings: Settings):
+    from usage_etl.resources import database_url, make_engine
+
+    try:
+        url = database_url(settings)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return make_engine(url), url
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Per-user LLM token usage and cost for every day, week and month, in PostgreSQL.
+
+    Configuration comes from environment variables (and ./.env): USAGE_ETL_DATABASE_URL,
+    USAGE_ETL_SCHEMA, USAGE_ETL_SOURCE_SCHEMA, USAGE_ETL_SOURCE_TABLE, USAGE_ETL_TIMEZONE,
+    USAGE_ETL_START_DATE. See README.md.
+    """
+
+
+@main.group()
+def db() -> None:
+    """Database schema management."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the summary tables (idempotent; safe on every start)."""
+    from usage_etl import migrations
+
+    settings = _settings()
+    engine, url = _engine(settings)
+    applied = migrations.upgrade(engine, settings.schema)
+    where = f"{url.render_as_string(hide_password=True)} schema {settings.schema}"
+    click.echo(f"applied {', '.join(applied)} on {where}" if applied else f"schema is current on {where}")
+
+
+@main.command()
+@click.option("--users", default=200, show_default=True, help="Distinct users (power-law activity).")
+@click.option("--days", default=30, show_default=True, help="Days of data, ending yesterday.")
+@click.option("--messages-per-day", default=2000, show_default=True, help="Messages per day.")
+@click.option("--seed", default=42, show_default=True, help="Random seed; same seed, same rows.")
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Exclusive end day [default: today].")
+@click.option("--bad-fraction", default=0.005, show_default=True, help="Share of deliberately bad rows.")
+def generate(users: int, days: int, messages_per_day: int, seed: int, end: datetime | None, bad_fraction: float) -> None:
+    """Write realistic sample messages into the source table (created if missing)."""
+    from usage_etl import sample
+
+    settings = _settings()
+    engine, _ = _engine(settings)
+    spec = sample.SampleSpec(users, days, messages_per_day, seed, end.date() if end else None, bad_fraction)
+    t0 = time.perf_counter()
+    frame = sample.generate_frame(spec, settings.timezone)
+    n = sample.write(engine, settings, frame)
+    click.echo(
+        f"wrote {n:,} messages for {users} users over {days} days into "
+        f"{settings.source_schema}.{settings.source_table} in {time.perf_counter() - t0:.1f}s"
+    )
+
+
+def _default_end(settings: Settings) -> date:
+    from zoneinfo import ZoneInfo
+
+    return datetime.now(ZoneInfo(settings.timezone)).date() - timedelta(days=1)
+
+
+@main.command()
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default=None, help="First day [default: USAGE_ETL_START_DATE].")
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last day, inclusive [default: yesterday].")
+@click.option(
+    "--granularity",
+    type=click.Choice(["daily", "weekly", "monthly", "all"]),
+    default="all",
+    show_default=True,
+    help="Which assets; 'all' runs days first, then the weeks and months over them.",
+)
+@click.option("--batch-size", type=int, default=None, help="Partitions per run [default: the whole range in one run].")
+def backfill(start: datetime | None, end: datetime | None, granularity: str, batch_size: int | None) -> None:
+    """Materialize a range of partitions through Dagster; the runs show in the Dagster UI.
+
+    Safe to repeat: every partition is replaced, never added to.
+    """
+    from usage_etl import runs
+
+    settings = _settings()
+    first = start.date() if start else settings.start_date
+    last = end.date() if end else _default_end(settings)
+    if last < first:
+        raise click.ClickException(f"--end {last} is before --start {first}")
+    inst = runs.instance()
+    grains = runs.GRANULARITIES if granularity == "all" else [granularity]
+    failed = False
+    t0 = time.perf_counter()
+
+    def progress(g: str, batch: list[str], result) -> None:
+        status = "ok" if result.success else "FAILED"
+        click.echo(f"  {g} {batch[0]}…{batch[-1]} ({len(batch)} partitions) run {result.run_id[:8]} {status} [{time.perf_counter() - t0:.1f}s]")
+
+    for g in grains:
+        keys = runs.partition_keys(g, first, last)
+        click.echo(f"{g}: {len(keys)} partitions {keys[0] if keys else ''}…{keys[-1] if keys else ''}")
+        results = runs.materialize_range(g, keys, inst=inst, batch_size=batch_size, on_batch=progress)
+        if any(not r.success for r in results):
+            failed = True
+            break
+    click.echo(f"backfill {'FAILED' if failed else 'done'} in {time.perf_counter() - t0:.1f}s; runs recorded in {inst.root_directory}")
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--period-type", type=click.Choice(["daily", "weekly", "monthly"]), default=None, help="Only this period type.")
+@click.option("--limit", default=10, show_default=True, help="Periods to show per type (most recent).")
+def summary(period_type: str | None, limit: int) -> None:
+    """Print totals per period from the summary table."""
+    import sqlalchemy as sa
+
+    from usage_etl import store
+
+    settings = _settings()
+    engine, _ = _engine(settings)
+    with engine.connect() as conn:
+        t = store.reflect(conn, settings.schema, store.SUMMARY_TABLE)
+        q = store.reflect(conn, settings.schema, store.QUARANTINE_TABLE)
+        types = [period_type] if period_type else ["daily", "weekly", "monthly"]
+        click.echo(f"{'period':<8} {'start':<11} {'users':>6} {'messages':>9} {'convs':>7} {'total_tokens':>14} {'cost_usd':>12} {'unpriced':>8}")
+        for pt in types:
+            rows = conn.execute(
+                sa.select(
+                    t.c.period_start,
+                    sa.func.count(),
+                    sa.func.sum(t.c.message_count),
+                    sa.func.sum(t.c.conversation_count),
+                    sa.func.sum(t.c.total_tokens),
+                    sa.func.sum(t.c.cost_usd),
+                    sa.func.sum(t.c.unpriced_message_count),
+                )
+                .where(t.c.period_type == pt)
+                .group_by(t.c.period_start)
+                .order_by(t.c.period_start.desc())
+                .limit(limit)
+            ).all()
+            for start_, users, msgs, convs, tokens, cost, unpriced in reversed(rows):
+                click.echo(f"{pt:<8} {start_.date()!s:<11} {users:>6} {msgs:>9} {convs:>7} {tokens:>14,} {cost:>12,.2f} {unpriced:>8}")
+        rejected = conn.execute(sa.select(q.c.reason, sa.func.count()).group_by(q.c.reason).order_by(q.c.reason)).all()
+        if rejected:
+            click.echo("quarantined rows: " + ", ".join(f"{r} {n}" for r, n in rejected))
+
+
+@main.command()
+@click.option("--days", default=30, show_default=True, help="Days of sample data, ending yesterday.")
+@click.option("--users", default=200, show_default=True)
+@click.option("--messages-per-day", default=2000, show_default=True)
+@click.pass_context
+def demo(ctx: click.Context, days: int, users: int, messages_per_day: int) -> None:
+    """Set up and run everything once: schema, sample data, all partitions, a results table.
+
+    Uses USAGE_ETL_DATABASE_URL, or an embedded PostgreSQL in ./.usage_etl when unset. Writes
+    USAGE_ETL_START_DATE to ./.env so that `make ui` shows the same partitions. Running it again
+    does not add sample data twice and leaves the summary tables unchanged.
+    """
+    import os
+
+    import sqlalchemy as sa
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(os.environ.get("USAGE_ETL_TIMEZONE", "UTC"))
+    start = datetime.now(tz).date() - timedelta(days=days)
+    os.environ["USAGE_ETL_START_DATE"] = start.isoformat()
+    _write_dotenv({"USAGE_ETL_START_DATE": start.isoformat()})
+    settings = _settings()
+    engine, url = _engine(settings)
+    click.echo(f"database: {url.render_as_string(hide_password=True)}")
+    ctx.invoke(db_upgrade)
+    from usage_etl import sample
+
+    sample.ensure_source_table(engine, settings)
+    src = sa.table(settings.source_table, sa.column(settings.source_columns.created_at), schema=settings.source_schema)
+    with engine.connect() as conn:
+        present = conn.execute(sa.select(sa.func.count()).select_from(src).where(src.c[settings.source_columns.created_at] >= start)).scalar_one()
+    if present:
+        click.echo(f"sample data already present ({present:,} rows since {start}); not generating again")
+    else:
+        ctx.invoke(generate, users=users, days=days, messages_per_day=messages_per_day)
+    ctx.invoke(backfill, start=None, end=None, granularity="all", batch_size=None)
+    click.echo("")
+    ctx.invoke(summary, period_type=None, limit=3)
+    click.echo("\nOpen the Dagster UI with:  make ui   (dagster dev -w workspace.yaml, http://127.0.0.1:3000)")
+
+
+def _write_dotenv(values: dict[str, str]) -> None:
+    from pathlib import Path
+
+    path = Path(".env")
+    old = path.read_text().splitlines() if path.exists() else []
+    lines = [line for line in old if line.split("=", 1)[0] not in values]
+    path.write_text("\n".join(lines + [f"{k}={v}" for k, v in values.items()]) + "\n")
+
+
+if __name__ == "__main__":
+    main()

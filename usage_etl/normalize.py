@@ -1,0 +1,170 @@
+"""Provider token semantics -> the canonical message frame; invalid rows -> quarantine frame.
+
+Canonical frame (DESIGN.md §2), one row per valid message:
+
+| column | dtype | unit / meaning |
+|---|---|---|
+| message_id, user_id | String | source id, requester |
+| conversation_id, agent_id, model | String (nullable) | |
+| created_at | Datetime(us, UTC) | event time |
+| status | String | "success" or "error" |
+| input_tokens | Int64 | tokens, uncached input only |
+| cache_creation_input_tokens | Int64 | tokens written to the prompt cache (5-minute + 1-hour) |
+| cache_creation_1h_input_tokens | Int64 | the 1-hour part of the above (0 if not reported) |
+| cache_read_input_tokens | Int64 | tokens read from the prompt cache |
+| output_tokens | Int64 | all output tokens, reasoning included |
+| reasoning_tokens | Int64 | the reasoning part of output_tokens |
+| paid_amount | Float64 (nullable) | what the caller paid, if the source says |
+
+Provider rules (NOTES.md lists the double-counting bugs these avoid):
+- OpenAI chat (`prompt_tokens`/`completion_tokens` present): prompt includes cached, completion
+  includes reasoning -> input = prompt - cached, cache_read = cached, output = completion.
+- OpenAI responses (`input_tokens_details`/`output_tokens_details` present): input_tokens includes
+  cached -> input = input - cached, cache_read = cached; output includes reasoning.
+- Anthropic (otherwise, `input_tokens`/`output_tokens`): input excludes cache; cache fields apart;
+  thinking is inside output and not reported separately (reasoning = 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from usage_etl.sources.postgres import USAGE_FIELDS
+
+TOKEN_COLUMNS = [
+    "input_tokens",
+    "cache_creation_input_tokens",
+    "cache_creation_1h_input_tokens",
+    "cache_read_input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+]
+
+CANONICAL_SCHEMA: dict[str, pl.DataType] = {
+    "message_id": pl.String(),
+    "user_id": pl.String(),
+    "conversation_id": pl.String(),
+    "agent_id": pl.String(),
+    "model": pl.String(),
+    "created_at": pl.Datetime("us", "UTC"),
+    "status": pl.String(),
+    **{c: pl.Int64() for c in TOKEN_COLUMNS},
+    "paid_amount": pl.Float64(),
+}
+
+QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
+    "message_id": pl.String(),
+    "user_id": pl.String(),
+    "created_at": pl.Datetime("us", "UTC"),
+    "reason": pl.String(),
+    "detail": pl.String(),
+}
+
+# Status values counted as errors; anything else (or no status) is a success.
+ERROR_STATUSES = ["error", "failed", "failure", "cancelled", "canceled", "timeout", "rejected"]
+
+_INTEGER = r"^\s*-?\d{1,18}\s*$"
+
+
+@dataclass(frozen=True)
+class Normalized:
+    messages: pl.DataFrame  # CANONICAL_SCHEMA
+    quarantine: pl.DataFrame  # QUARANTINE_SCHEMA
+
+
+def _int(name: str) -> pl.Expr:
+    return pl.col(name).str.strip_chars().str.to_integer(strict=False)
+
+
+def normalize(raw: pl.LazyFrame | pl.DataFrame) -> Normalized:
+    """Split raw rows (`sources.postgres.RAW_SCHEMA`) into canonical messages and quarantine rows.
+
+    Every input row lands in exactly one of the two outputs, so
+    `raw.height == messages.height + quarantine.height`. Reasons, first match wins:
+    missing_user_id, missing_created_at, missing_usage, non_integer_tokens, negative_tokens,
+    cached_exceeds_prompt, reasoning_exceeds_output, cache_1h_exceeds_cache_creation.
+    """
+    lf = raw.lazy()
+    fields = list(USAGE_FIELDS)
+    present = {f: pl.col(f).is_not_null() for f in fields}
+    chat = present["u_prompt_tokens"] | present["u_completion_tokens"]
+    responses = ~chat & (present["u_input_cached_tokens"] | present["u_output_reasoning_tokens"])
+    anthropic = ~chat & ~responses & (present["u_input_tokens"] | present["u_output_tokens"])
+    has_usage = (pl.col("usage_type") == "object") & (chat | responses | anthropic)
+
+    # A field is garbled when present but not an integer literal.
+    non_integer = pl.lit(None, pl.String)
+    for f in reversed(fields):
+        non_integer = pl.when(present[f] & ~pl.col(f).str.contains(_INTEGER)).then(
+            pl.lit(f.removeprefix("u_") + "=") + pl.col(f)
+        ).otherwise(non_integer)
+    negative = pl.lit(None, pl.String)
+    for f in reversed(fields):
+        negative = pl.when(_int(f) < 0).then(pl.lit(f.removeprefix("u_") + "=") + pl.col(f)).otherwise(negative)
+
+    v = {f: _int(f).fill_null(0) for f in fields}
+    cached = pl.when(chat).then(v["u_prompt_cached_tokens"]).otherwise(v["u_input_cached_tokens"])
+    canon = {
+        "input_tokens": pl.when(chat)
+        .then(v["u_prompt_tokens"] - cached)
+        .when(responses)
+        .then(v["u_input_tokens"] - cached)
+        .otherwise(v["u_input_tokens"]),
+        "cache_creation_input_tokens": pl.when(chat | responses).then(0).otherwise(v["u_cache_creation_input_tokens"]),
+        "cache_creation_1h_input_tokens": pl.when(chat | responses).then(0).otherwise(v["u_cache_creation_1h_input_tokens"]),
+        "cache_read_input_tokens": pl.when(chat | responses).then(cached).otherwise(v["u_cache_read_input_tokens"]),
+        "output_tokens": pl.when(chat).then(v["u_completion_tokens"]).otherwise(v["u_output_tokens"]),
+        "reasoning_tokens": pl.when(chat)
+        .then(v["u_completion_reasoning_tokens"])
+        .when(responses)
+        .then(v["u_output_reasoning_tokens"])
+        .otherwise(0),
+    }
+    lf = lf.with_columns(**{k: e.cast(pl.Int64) for k, e in canon.items()}, _non_integer=non_integer, _negative=negative)
+
+    reason = (
+        pl.when(pl.col("user_id").is_null())
+        .then(pl.lit("missing_user_id"))
+        .when(pl.col("created_at").is_null())
+        .then(pl.lit("missing_created_at"))
+        .when(~has_usage)
+        .then(pl.lit("missing_usage"))
+        .when(pl.col("_non_integer").is_not_null())
+        .then(pl.lit("non_integer_tokens"))
+        .when(pl.col("_negative").is_not_null())
+        .then(pl.lit("negative_tokens"))
+        .when(pl.col("input_tokens") < 0)
+        .then(pl.lit("cached_exceeds_prompt"))
+        .when(pl.col("reasoning_tokens") > pl.col("output_tokens"))
+        .then(pl.lit("reasoning_exceeds_output"))
+        .when(pl.col("cache_creation_1h_input_tokens") > pl.col("cache_creation_input_tokens"))
+        .then(pl.lit("cache_1h_exceeds_cache_creation"))
+    )
+    detail = (
+        pl.when(~has_usage)
+        .then(pl.lit("metadata.usage is ") + pl.col("usage_type").fill_null("absent"))
+        .otherwise(pl.coalesce("_non_integer", "_negative"))
+    )
+    lf = lf.with_columns(_reason=reason, _detail=detail)
+
+    status = (
+        pl.when(pl.col("status").str.to_lowercase().str.strip_chars().is_in(ERROR_STATUSES))
+        .then(pl.lit("error"))
+        .otherwise(pl.lit("success"))
+    )
+    good, bad = pl.collect_all(
+        [
+            lf.filter(pl.col("_reason").is_null()).select(
+                *[pl.col(c) for c in ("message_id", "user_id", "conversation_id", "agent_id", "model", "created_at")],
+                status.alias("status"),
+                *[pl.col(c) for c in TOKEN_COLUMNS],
+                pl.lit(None, pl.Float64).alias("paid_amount"),
+            ),
+            lf.filter(pl.col("_reason").is_not_null()).select(
+                "message_id", "user_id", "created_at", pl.col("_reason").alias("reason"), pl.col("_detail").alias("detail")
+            ),
+        ]
+    )
+    return Normalized(messages=good.cast(CANONICAL_SCHEMA), quarantine=bad.cast(QUARANTINE_SCHEMA))  # type: ignore[arg-type]

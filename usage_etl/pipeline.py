@@ -1,0 +1,130 @@
+"""One partition's unit of work: read -> normalize -> price -> aggregate -> write.
+
+Plain functions over an engine, used by the Dagster assets, the CLI and the tests alike, so the
+data flow does not depend on the orchestrator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import polars as pl
+import sqlalchemy as sa
+
+from usage_etl import aggregate, store
+from usage_etl.config import Settings
+from usage_etl.normalize import QUARANTINE_SCHEMA, normalize
+from usage_etl.pricing import PriceBook, price_messages
+from usage_etl.sources.postgres import read_arrow, read_window
+
+
+@dataclass
+class PartitionResult:
+    """What one partition run did; every figure is for its window."""
+
+    partition_key: str
+    raw_rows: int = 0  # rows read from the source
+    messages: int = 0  # rows aggregated
+    rejected_rows: int = 0  # rows quarantined
+    users: int = 0
+    total_tokens: int = 0  # tokens
+    cost_usd: Decimal = Decimal("0")  # USD, priced messages only
+    unpriced_messages: int = 0
+    unpriced_models: list[str] = field(default_factory=list)
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    writes: dict[str, store.WriteStats] = field(default_factory=dict)
+
+    @property
+    def rows_written(self) -> int:
+        return sum(s.inserted + s.updated + s.deleted for s in self.writes.values())
+
+
+def source_name(settings: Settings) -> str:
+    return f"{settings.source_schema}.{settings.source_table}"
+
+
+def _summaries(grain: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    lf = grain.lazy()
+    user, by_model = pl.collect_all([aggregate.summarize(lf), aggregate.summarize(lf, by_model=True)])
+    return user, by_model
+
+
+def _fill_result(result: PartitionResult, user: pl.DataFrame) -> None:
+    result.users = user.height
+    result.messages = int(user["message_count"].sum())
+    result.total_tokens = int(user["total_tokens"].sum())
+    pico = int(user["cost_pico_usd"].sum())
+    result.cost_usd = (Decimal(pico) / Decimal(10**12)).quantize(Decimal("0.000001"))
+    result.unpriced_messages = int(user["unpriced_message_count"].sum())
+
+
+def _write_summaries(conn: sa.Connection, schema: str, window: store.Window, user: pl.DataFrame, by_model: pl.DataFrame, result: PartitionResult) -> None:
+    for name, frame, key in (
+        (store.SUMMARY_TABLE, user, ["user_id", "period_type", "period_start"]),
+        (store.BY_MODEL_TABLE, by_model, ["user_id", "period_type", "period_start", "model"]),
+    ):
+        table = store.reflect(conn, schema, name)
+        result.writes[name] = store.upsert_window(conn, table, store.summary_rows(frame, window), window, key)
+
+
+def run_daily(engine: sa.Engine, url: sa.URL, settings: Settings, book: PriceBook, window: store.Window) -> PartitionResult:
+    """Materialize one daily window: summaries, by-model rows, grain and quarantine, atomically."""
+    raw = read_window(settings, url, window.start, window.end)
+    norm = normalize(raw)
+    priced = price_messages(norm.messages.lazy(), book)
+    grain = aggregate.conversation_day_grain(priced, settings.timezone).collect()
+    user, by_model = _summaries(grain)
+    quarantine = norm.quarantine.with_columns(
+        source=pl.lit(source_name(settings)), partition_key=pl.lit(window.partition_key)
+    )
+    result = PartitionResult(window.partition_key, raw_rows=raw.height, rejected_rows=quarantine.height)
+    _fill_result(result, user)
+    result.rejected_by_reason = dict(quarantine.group_by("reason").len().sort("reason").iter_rows())
+    result.unpriced_models = sorted(
+        priced.filter(~pl.col("priced")).select(pl.col("model").fill_null("(unknown)").unique()).collect().to_series().to_list()
+    )
+    d0, d1 = window.days
+    with engine.begin() as conn:
+        store.lock_partition(conn, settings.schema, window)
+        g = store.reflect(conn, settings.schema, store.GRAIN_TABLE)
+        store.replace_rows(conn, g, grain, (g.c.day >= d0) & (g.c.day < d1))
+        q = store.reflect(conn, settings.schema, store.QUARANTINE_TABLE)
+        store.replace_rows(conn, q, quarantine, (q.c.source == source_name(settings)) & (q.c.partition_key == window.partition_key))
+        _write_summaries(conn, settings.schema, window, user, by_model, result)
+    return result
+
+
+def quarantine_unpartitioned(engine: sa.Engine, url: sa.URL, settings: Settings) -> int:
+    """Quarantine source rows whose created_at is NULL (they fall in no window). Returns their count."""
+    raw = read_window(settings, url, None, None)
+    bad = normalize(raw).quarantine.with_columns(source=pl.lit(source_name(settings)), partition_key=pl.lit(None, pl.String))
+    with engine.begin() as conn:
+        q = store.reflect(conn, settings.schema, store.QUARANTINE_TABLE)
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended("usage_etl:unpartitioned", 0))))
+        store.replace_rows(conn, q, bad, (q.c.source == source_name(settings)) & q.c.partition_key.is_(None))
+    return bad.height
+
+
+def read_grain(engine: sa.Engine, url: sa.URL, schema: str, window: store.Window) -> pl.DataFrame:
+    """Conversation-day grain rows of the window's days (`aggregate.GRAIN_SCHEMA`)."""
+    d0, d1 = window.days
+    with engine.connect() as conn:
+        g = store.reflect(conn, schema, store.GRAIN_TABLE)
+    stmt = sa.select(*[g.c[c] for c in aggregate.GRAIN_SCHEMA]).where(g.c.day >= d0, g.c.day < d1)
+    return read_arrow(url, stmt, aggregate.GRAIN_SCHEMA)
+
+
+def run_rollup(engine: sa.Engine, url: sa.URL, settings: Settings, window: store.Window) -> PartitionResult:
+    """Materialize a weekly or monthly window from the conversation-day grain (no raw rescan)."""
+    grain = read_grain(engine, url, settings.schema, window)
+    user, by_model = _summaries(grain)
+    result = PartitionResult(window.partition_key)
+    _fill_result(result, user)
+    with engine.begin() as conn:
+        store.lock_partition(conn, settings.schema, window)
+        _write_summaries(conn, settings.schema, window, user, by_model, result)
+    return result
+
+
+__all__ = ["PartitionResult", "QUARANTINE_SCHEMA", "run_daily", "run_rollup", "quarantine_unpartitioned"]

@@ -1,0 +1,1 @@
+"""Readers of raw usage rows: one time window at a time, as Polars frames."""

@@ -1,0 +1,134 @@
+"""Partition replace: write one partition's rows so that reruns are idempotent and atomic.
+
+In ONE transaction, holding an advisory lock for (schema, period_type, window start):
+- summary tables: COPY the new rows into a temp table, upsert the rows whose values changed
+  (`ON CONFLICT … DO UPDATE … WHERE (…) IS DISTINCT FROM (…)`, so unchanged rows — and their
+  computed_at — stay untouched) and delete the window's rows no longer produced (stale users);
+- grain and quarantine tables (internal, no natural key): delete the window, COPY the new rows.
+A failure anywhere rolls everything back and the previous rows stay. Two runs of one partition
+serialize on the lock, so they never interleave or double count.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import polars as pl
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+
+SUMMARY_TABLE = "user_token_usage"
+BY_MODEL_TABLE = "user_token_usage_by_model"
+GRAIN_TABLE = "user_conversation_day_usage"
+QUARANTINE_TABLE = "usage_quarantine"
+
+
+@dataclass(frozen=True)
+class Window:
+    """A partition's time window [start, end) in the business timezone, and its period type."""
+
+    period_type: str  # daily | weekly | monthly
+    start: datetime  # tz-aware
+    end: datetime
+    partition_key: str
+
+    @property
+    def days(self) -> tuple[date, date]:
+        """First day and the day after the last, as local calendar dates."""
+        return self.start.date(), self.end.date()
+
+
+@dataclass
+class WriteStats:
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+
+
+def reflect(conn: sa.Connection, schema: str, name: str) -> sa.Table:
+    return sa.Table(name, sa.MetaData(schema=schema), autoload_with=conn)
+
+
+def lock_partition(conn: sa.Connection, schema: str, window: Window) -> None:
+    """Transaction-scoped advisory lock serializing writers of one partition."""
+    key = f"usage_etl:{schema}:{window.period_type}:{window.start.isoformat()}"
+    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(key, 0))))
+
+
+def _pg_array(col: str) -> pl.Expr:
+    # PostgreSQL array literal, each element double-quoted with \ and " escaped.
+    quoted = pl.lit('"') + pl.element().str.replace_all(r'([\\"])', r"\$1") + pl.lit('"')
+    return (pl.lit("{") + pl.col(col).list.eval(quoted).list.join(",") + pl.lit("}")).alias(col)
+
+
+def _decimal(col: str, scale_digits: int, out: str) -> pl.Expr:
+    """Int64 in units of 10^-scale_digits -> exact decimal text rounded half-up to 6 places."""
+    step = 10 ** (scale_digits - 6)
+    units = pl.col(col)
+    micro = (units + step // 2).floordiv(step) if step > 1 else units
+    whole = micro.floordiv(1_000_000).cast(pl.String)
+    frac = (micro % 1_000_000).cast(pl.String).str.zfill(6)
+    return (whole + pl.lit(".") + frac).alias(out)
+
+
+def summary_rows(frame: pl.DataFrame, window: Window) -> pl.DataFrame:
+    """`aggregate.summarize` output -> rows shaped like the summary tables (cost as USD text)."""
+    return frame.with_columns(
+        pl.lit(window.period_type).alias("period_type"),
+        pl.lit(window.start).dt.convert_time_zone("UTC").alias("period_start"),
+        pl.lit(window.end).dt.convert_time_zone("UTC").alias("period_end"),
+        _decimal("cost_pico_usd", 12, "cost_usd"),
+        _decimal("paid_micro", 6, "paid_amount"),
+    )
+
+
+def copy_frame(conn: sa.Connection, table: str, frame: pl.DataFrame) -> None:
+    """COPY a frame into `table` (already quoted) as CSV; list columns become array literals."""
+    lists = [c for c, t in frame.schema.items() if isinstance(t, pl.List)]
+    buf = io.BytesIO()
+    frame.with_columns(*[_pg_array(c) for c in lists]).write_csv(buf, null_value="\\N")
+    cols = ", ".join(conn.dialect.identifier_preparer.quote(c) for c in frame.columns)
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cur:
+        with cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT csv, HEADER true, NULL '\\N')") as cp:
+            cp.write(buf.getbuffer())
+
+
+def _temp_like(conn: sa.Connection, target: sa.Table, name: str) -> tuple[sa.Table, str]:
+    prep = conn.dialect.identifier_preparer
+    conn.execute(sa.text(f"CREATE TEMP TABLE {prep.quote(name)} (LIKE {prep.format_table(target)} INCLUDING DEFAULTS) ON COMMIT DROP"))
+    stage = sa.Table(name, sa.MetaData(), *[sa.Column(c.name, c.type) for c in target.columns])
+    return stage, prep.quote(name)
+
+
+def upsert_window(conn: sa.Connection, target: sa.Table, rows: pl.DataFrame, window: Window, key: list[str]) -> WriteStats:
+    """Replace the window's rows of a summary table by `rows` (see module doc)."""
+    cols = [c.name for c in target.columns if c.name != "computed_at"]
+    stage, quoted = _temp_like(conn, target, f"stage_{target.name}")
+    copy_frame(conn, quoted, rows.select(cols))
+    values = [c for c in cols if c not in key]
+    stmt = insert(target).from_select(cols, sa.select(*[stage.c[c] for c in cols]))
+    stmt = stmt.on_conflict_do_update(
+        index_elements=key,
+        set_={**{c: stmt.excluded[c] for c in values}, "computed_at": sa.func.now()},
+        where=sa.tuple_(*[target.c[c] for c in values]).is_distinct_from(sa.tuple_(*[stmt.excluded[c] for c in values])),
+    ).returning(sa.literal_column("xmax = 0").label("inserted"))
+    outcome = conn.execute(stmt).scalars().all()
+    stale = sa.delete(target).where(
+        target.c.period_type == window.period_type,
+        target.c.period_start >= window.start,
+        target.c.period_start < window.end,
+        ~sa.exists().where(*[stage.c[k] == target.c[k] for k in key]),
+    )
+    deleted = conn.execute(stale).rowcount
+    inserted = sum(1 for x in outcome if x)
+    return WriteStats(inserted=inserted, updated=len(outcome) - inserted, deleted=deleted)
+
+
+def replace_rows(conn: sa.Connection, target: sa.Table, rows: pl.DataFrame, where: sa.ColumnElement[bool]) -> None:
+    """Delete `where` and COPY `rows` in: for internal tables without a natural key."""
+    conn.execute(sa.delete(target).where(where))
+    if rows.height:
+        copy_frame(conn, conn.dialect.identifier_preparer.format_table(target), rows.select([c.name for c in target.columns]))
