@@ -14,7 +14,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from usage_etl import partitions
 from usage_etl.assets import PARTITIONS, USAGE_ASSETS
+from usage_etl.config import Settings
 from usage_etl.resources import PostgresResource
 
 GRANULARITIES = ["daily", "weekly", "monthly"]
@@ -29,9 +31,12 @@ def instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
-def partition_keys(granularity: str, start: date, end: date) -> list[str]:
-    """Keys of `granularity` whose window overlaps [start, end] (dates inclusive)."""
-    pdef = PARTITIONS[granularity]
+def partition_keys(granularity: str, start: date, end: date, settings: Settings | None = None) -> list[str]:
+    """Keys of `granularity` whose window overlaps [start, end] (dates inclusive).
+
+    Partitions come from `settings` (default: the environment's, `assets.PARTITIONS`).
+    """
+    pdef = (partitions.build(settings) if settings else PARTITIONS)[granularity]
     keys = pdef.get_partition_keys()
     return [k for k in keys if (w := pdef.time_window_for_partition_key(k)).start.date() <= end and w.end.date() > start]
 
@@ -45,15 +50,20 @@ def materialize_range(
     batch_size: int | None = None,
     on_batch: Callable[[str, list[str], dg.ExecuteInProcessResult], None] | None = None,
     log_level: str = "WARNING",
+    assets: list[dg.AssetsDefinition] | None = None,
 ) -> list[dg.ExecuteInProcessResult]:
-    """Materialize `keys` of one asset, one run per batch of `batch_size` (default: all in one run)."""
-    asset = {a.key.path[-1]: a for a in USAGE_ASSETS}[f"{granularity}_user_usage"]
+    """Materialize `keys` of one asset, one run per batch of `batch_size` (default: all in one run).
+
+    `assets` defaults to the assets of the environment's settings (`assets.USAGE_ASSETS`).
+    """
+    assets = assets or USAGE_ASSETS
+    asset = {a.key.path[-1]: a for a in assets}[f"{granularity}_user_usage"]
     size = batch_size or len(keys) or 1
     results = []
     for i in range(0, len(keys), size):
         batch = keys[i : i + size]
         result = dg.materialize(
-            USAGE_ASSETS,
+            assets,
             selection=[asset],
             instance=inst,
             resources=resources or {"db": PostgresResource()},
