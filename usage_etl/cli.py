@@ -222,5 +222,13 @@ def _write_dotenv(values: dict[str, str]) -> None:
     path.write_text("\n".join(lines + [f"{k}={v}" for k, v in values.items()]) + "\n")
 
 
+def _register() -> None:
+    from usage_etl.cli_prices import prices
+
+    main.add_command(prices)
+
+
+_register()
+
 if __name__ == "__main__":
     main()
