@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from usage_etl import aggregate, store
 from usage_etl.config import Settings
-from usage_etl.normalize import QUARANTINE_SCHEMA, normalize
+from usage_etl.normalize import normalize
 from usage_etl.pricing import PriceBook, price_messages
 from usage_etl.sources.postgres import read_arrow, read_window
 
@@ -127,4 +127,3 @@ def run_rollup(engine: sa.Engine, url: sa.URL, settings: Settings, window: store
     return result
 
 
-__all__ = ["PartitionResult", "QUARANTINE_SCHEMA", "run_daily", "run_rollup", "quarantine_unpartitioned"]
