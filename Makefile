@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 
-.PHONY: install demo ui test bench clean
+.PHONY: install demo ui test bench stop clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -27,5 +27,8 @@ ui: install  ## the Dagster UI on http://127.0.0.1:3000
 test: install  ## pytest against a real PostgreSQL (see README)
 	$(BIN)/python -m pytest -q
 
-clean:
+stop:  ## stop the embedded PostgreSQL (it keeps running after make demo, for make ui)
+	@test ! -d .usage_etl/pgdata || $(BIN)/python -c "import pgserver; pgserver.get_server('.usage_etl/pgdata', cleanup_mode='stop')"
+
+clean: stop
 	rm -rf $(VENV) .usage_etl .dagster .env
