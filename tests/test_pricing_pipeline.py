@@ -18,7 +18,7 @@ from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from tests.rows import anthropic, insert, msg, openai, uid, utc
-from usage_etl import partitions, pipeline, provenance, reports, runs
+from usage_etl import partitions, pipeline, reports, runs
 from usage_etl.assets import build_assets
 from usage_etl.cli import main
 from usage_etl.pricing import ENV_VAR, load_price_book
@@ -393,5 +393,3 @@ def test_versions_of_a_rollup_are_sorted_distinct():
     )
     out = aggregate.summarize(grain.lazy()).collect()
     assert out.select("user_id", "price_book_version").rows() == [("u", "aaa,bbb"), ("v", None)]
-    assert provenance.split_versions("aaa,bbb") == ["aaa", "bbb"]
-    assert provenance.split_versions(None) == []

@@ -45,11 +45,11 @@ def reprice(start: datetime, end: datetime) -> None:
     first, last = start.date(), end.date()
     if last < first:
         raise click.ClickException(f"--end {last} is before --start {first}")
-    settings, engine = _setup()
     try:
         book = load_price_book()
     except PriceBookError as exc:
         raise click.ClickException(str(exc)) from None
+    settings, engine = _setup()
     # Imported after the check: importing the assets module loads the price book too.
     from usage_etl import runs
     from usage_etl.reprice import reprice as run_reprice

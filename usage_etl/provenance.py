@@ -9,7 +9,9 @@
 - Dagster data version: the daily asset reports a digest of the grain rows it wrote (costs and
   price book version included). Weekly and monthly partitions record the data versions of their
   days when they materialize, so a repriced day (or late-arriving data that changed a day) makes
-  them stale ("has a new dependency data version"); an identical rerun does not.
+  them stale ("has a new dependency data version"); an identical rerun does not. Dagster takes
+  one data version per run, so the days of a single-run range share a digest of their digests:
+  a change to one of them marks every week and month over the range stale (never too few).
 """
 
 from __future__ import annotations
@@ -44,8 +46,3 @@ def data_version(digests: Iterable[str]) -> str:
     if len(items) == 1:
         return items[0]
     return hashlib.sha256(",".join(items).encode("ascii")).hexdigest()
-
-
-def split_versions(value: str | None) -> list[str]:
-    """'a,b' -> ['a', 'b']; None -> []."""
-    return value.split(",") if value else []
