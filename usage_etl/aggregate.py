@@ -23,7 +23,8 @@ COUNT_SUMS = ["message_count", "error_count", "unpriced_message_count", "cost_pi
 # Conversation-day grain: GRAIN_KEYS (day = Date in the business timezone), TOKEN_SUMS (tokens),
 # message_count, error_count, unpriced_message_count (Int64), cost_pico_usd (Int64, 1e-12 USD,
 # priced messages only), paid_micro (Int64 1e-6 of the source's paid unit, null if none reported),
-# first_activity, last_activity (Datetime us UTC).
+# first_activity, last_activity (Datetime us UTC), price_book_version (String, the book that priced
+# the row; see sql/0002_price_book_version.sql).
 GRAIN_SCHEMA: dict[str, pl.DataType] = {
     "user_id": pl.String(),
     "day": pl.Date(),
@@ -34,6 +35,7 @@ GRAIN_SCHEMA: dict[str, pl.DataType] = {
     "paid_micro": pl.Int64(),
     "first_activity": pl.Datetime("us", "UTC"),
     "last_activity": pl.Datetime("us", "UTC"),
+    "price_book_version": pl.String(),
 }
 
 UNKNOWN_MODEL = "(unknown)"
@@ -44,11 +46,19 @@ def _sum_if_any(col: str) -> pl.Expr:
     return pl.when(pl.col(col).is_not_null().any()).then(pl.col(col).sum()).alias(col)
 
 
-def conversation_day_grain(priced: pl.LazyFrame, timezone: str) -> pl.LazyFrame:
+def _versions(col: str) -> pl.Expr:
+    # Sorted distinct values joined by ',': one version, or several when days were priced by
+    # different books (a partial reprice). Null when no row has one.
+    distinct = pl.col(col).drop_nulls().unique().sort().str.join(",")
+    return pl.when(pl.col(col).is_not_null().any()).then(distinct).alias(col)
+
+
+def conversation_day_grain(priced: pl.LazyFrame, timezone: str, price_book_version: str | None = None) -> pl.LazyFrame:
     """Group priced canonical messages to the conversation-day grain (`GRAIN_SCHEMA`).
 
     `priced` is the canonical frame plus `cost_pico_usd` (Int64, null = unpriced) and `priced`
-    (Boolean). `day` is the message's calendar date in `timezone`.
+    (Boolean). `day` is the message's calendar date in `timezone`. `price_book_version` is the
+    `PriceBook.version` that priced the frame, recorded on every grain row.
     """
     return (
         priced.with_columns(
@@ -66,6 +76,7 @@ def conversation_day_grain(priced: pl.LazyFrame, timezone: str) -> pl.LazyFrame:
             pl.col("created_at").min().alias("first_activity"),
             pl.col("created_at").max().alias("last_activity"),
         )
+        .with_columns(price_book_version=pl.lit(price_book_version, pl.String))
         .select(list(GRAIN_SCHEMA))
         .sort(GRAIN_KEYS, nulls_last=True)
     )
@@ -78,7 +89,8 @@ def summarize(grain: pl.LazyFrame, *, by_model: bool = False) -> pl.LazyFrame:
     output/reasoning/total tokens (Int64, tokens), message_count, error_count, conversation_count
     (exact distinct non-null conversations), agent_ids, models (sorted distinct List[String]),
     cost_pico_usd (Int64, 1e-12 USD), unpriced_message_count, paid_micro (Int64 or null),
-    first_activity, last_activity. A null model is reported as "(unknown)" in the by-model rows.
+    first_activity, last_activity, price_book_version (String: the sorted distinct versions of
+    the rows, comma-separated; null if none). A null model is reported as "(unknown)" in the by-model rows.
     """
     keys = ["user_id"]
     if by_model:
@@ -101,6 +113,7 @@ def summarize(grain: pl.LazyFrame, *, by_model: bool = False) -> pl.LazyFrame:
             _sum_if_any("paid_micro"),
             pl.col("first_activity").min(),
             pl.col("last_activity").max(),
+            _versions("price_book_version"),
         )
         .with_columns(
             total_tokens=pl.col("input_tokens")

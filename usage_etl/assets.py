@@ -10,9 +10,9 @@ from collections.abc import Callable, Sequence
 
 import dagster as dg
 
-from usage_etl import partitions, pipeline
+from usage_etl import partitions, pipeline, provenance
 from usage_etl.config import Settings
-from usage_etl.pricing import load_price_book
+from usage_etl.pricing import PriceBook, load_price_book
 from usage_etl.resources import PostgresResource
 
 GROUP = "usage"
@@ -33,6 +33,7 @@ def _metadata(results: Sequence[pipeline.PartitionResult], extra: dict | None = 
     models = sorted({m for r in results for m in r.unpriced_models})
     if models:
         md["unpriced_models"] = dg.MetadataValue.json(models)
+    md["price_book_versions"] = dg.MetadataValue.json(sorted({v for r in results for v in r.price_book_versions}))
     if len(results) > 1:
         lines = ["| partition | users | messages | total_tokens | cost_usd | rejected |", "|---|---|---|---|---|---|"]
         lines += [f"| {r.partition_key} | {r.users} | {r.messages} | {r.total_tokens} | {r.cost_usd} | {r.rejected_rows} |" for r in results]
@@ -54,14 +55,20 @@ def _run_each(context: dg.AssetExecutionContext, period_type: str, step: Callabl
     return results
 
 
-def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+def build_assets(settings: Settings, book: PriceBook | None = None) -> list[dg.AssetsDefinition]:
     """The daily, weekly and monthly assets for `settings` (timezone, start date, schemas).
 
     The `db` resource supplies only the connection; everything else comes from `settings`.
+    `book` (default: `load_price_book()`, read now) prices every daily run of these definitions
+    and sets the daily asset's code version, so a changed book marks its partitions stale.
+    Raises PriceBookError for an invalid book.
     """
     PARTITIONS = partitions.build(settings)
+    book = load_price_book() if book is None else book
+
     @dg.asset(
         partitions_def=PARTITIONS["daily"],
+        code_version=provenance.code_version(book),
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=GROUP,
         kinds={"polars", "postgres"},
@@ -71,7 +78,6 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         """Per-user usage for each day: `user_token_usage` and `user_token_usage_by_model` rows with
         period_type='daily', the conversation-day grain, and quarantined raw rows of the day."""
         engine, url = db.engine, db.url()
-        book = load_price_book()
         results = _run_each(
             context,
             "daily",
@@ -79,7 +85,8 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         )
         unpartitioned = pipeline.quarantine_unpartitioned(engine, url, settings)
         return dg.MaterializeResult(
-            metadata=_metadata(results, {"price_book_version": book.version, "rows_without_created_at": unpartitioned})
+            metadata=_metadata(results, {"price_book_version": book.version, "rows_without_created_at": unpartitioned}),
+            data_version=dg.DataVersion(provenance.data_version(r.grain_digest for r in results)),
         )
 
     def _rollup_asset(period_type: str) -> dg.AssetsDefinition:

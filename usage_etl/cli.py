@@ -223,9 +223,12 @@ def _write_dotenv(values: dict[str, str]) -> None:
 
 
 def _register() -> None:
+    from usage_etl.cli_costs import report, reprice
     from usage_etl.cli_prices import prices
 
     main.add_command(prices)
+    main.add_command(reprice)
+    main.add_command(report)
 
 
 _register()

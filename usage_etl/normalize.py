@@ -14,7 +14,7 @@ Canonical frame (DESIGN.md §2), one row per valid message:
 | cache_read_input_tokens | Int64 | tokens read from the prompt cache |
 | output_tokens | Int64 | all output tokens, reasoning included |
 | reasoning_tokens | Int64 | the reasoning part of output_tokens |
-| paid_amount | Float64 (nullable) | what the caller paid, if the source says |
+| paid_amount | Float64 (nullable) | what the caller paid, if the source says (raw `paid_amount` text) |
 
 Provider rules (NOTES.md lists the double-counting bugs these avoid):
 - OpenAI chat (`prompt_tokens`/`completion_tokens` present): prompt includes cached, completion
@@ -66,6 +66,8 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
 ERROR_STATUSES = ["error", "failed", "failure", "cancelled", "canceled", "timeout", "rejected"]
 
 _INTEGER = r"^\s*-?\d{1,18}\s*$"
+# A paid amount: a non-negative finite decimal (JSON number syntax, as jsonb renders it).
+_AMOUNT = r"^\s*(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?\s*$"
 
 
 @dataclass(frozen=True)
@@ -84,9 +86,15 @@ def normalize(raw: pl.LazyFrame | pl.DataFrame) -> Normalized:
     Every input row lands in exactly one of the two outputs, so
     `raw.height == messages.height + quarantine.height`. Reasons, first match wins:
     missing_user_id, missing_created_at, missing_usage, non_integer_tokens, negative_tokens,
-    cached_exceeds_prompt, reasoning_exceeds_output, cache_1h_exceeds_cache_creation.
+    cached_exceeds_prompt, reasoning_exceeds_output, cache_1h_exceeds_cache_creation,
+    invalid_paid_amount (present but not a non-negative number: a paid sum must not silently
+    drop it). An optional raw `paid_amount` column (String) becomes the Float64 paid_amount.
     """
     lf = raw.lazy()
+    if "paid_amount" not in lf.collect_schema():
+        lf = lf.with_columns(paid_amount=pl.lit(None, pl.String))
+    paid = pl.col("paid_amount").str.strip_chars().cast(pl.Float64, strict=False)
+    paid_bad = pl.col("paid_amount").is_not_null() & (~pl.col("paid_amount").str.contains(_AMOUNT) | paid.is_infinite())
     fields = list(USAGE_FIELDS)
     present = {f: pl.col(f).is_not_null() for f in fields}
     chat = present["u_prompt_tokens"] | present["u_completion_tokens"]
@@ -141,10 +149,14 @@ def normalize(raw: pl.LazyFrame | pl.DataFrame) -> Normalized:
         .then(pl.lit("reasoning_exceeds_output"))
         .when(pl.col("cache_creation_1h_input_tokens") > pl.col("cache_creation_input_tokens"))
         .then(pl.lit("cache_1h_exceeds_cache_creation"))
+        .when(paid_bad)
+        .then(pl.lit("invalid_paid_amount"))
     )
     detail = (
         pl.when(~has_usage)
         .then(pl.lit("metadata.usage is ") + pl.col("usage_type").fill_null("absent"))
+        .when(reason == "invalid_paid_amount")
+        .then(pl.lit("amount_paid=") + pl.col("paid_amount"))
         .otherwise(pl.coalesce("_non_integer", "_negative"))
     )
     lf = lf.with_columns(_reason=reason, _detail=detail)
@@ -160,7 +172,7 @@ def normalize(raw: pl.LazyFrame | pl.DataFrame) -> Normalized:
                 *[pl.col(c) for c in ("message_id", "user_id", "conversation_id", "agent_id", "model", "created_at")],
                 status.alias("status"),
                 *[pl.col(c) for c in TOKEN_COLUMNS],
-                pl.lit(None, pl.Float64).alias("paid_amount"),
+                paid.alias("paid_amount"),
             ),
             lf.filter(pl.col("_reason").is_not_null()).select(
                 "message_id", "user_id", "created_at", pl.col("_reason").alias("reason"), pl.col("_detail").alias("detail")

@@ -12,7 +12,7 @@ from decimal import Decimal
 import polars as pl
 import sqlalchemy as sa
 
-from usage_etl import aggregate, store
+from usage_etl import aggregate, provenance, store
 from usage_etl.config import Settings
 from usage_etl.normalize import normalize
 from usage_etl.pricing import PriceBook, price_messages
@@ -33,6 +33,8 @@ class PartitionResult:
     unpriced_messages: int = 0
     unpriced_models: list[str] = field(default_factory=list)
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    price_book_versions: list[str] = field(default_factory=list)  # of the rows written
+    grain_digest: str = ""  # daily only: provenance.frame_digest of the grain rows written
     writes: dict[str, store.WriteStats] = field(default_factory=dict)
 
     @property
@@ -57,6 +59,8 @@ def _fill_result(result: PartitionResult, user: pl.DataFrame) -> None:
     pico = int(user["cost_pico_usd"].sum())
     result.cost_usd = (Decimal(pico) / Decimal(10**12)).quantize(Decimal("0.000001"))
     result.unpriced_messages = int(user["unpriced_message_count"].sum())
+    versions = user["price_book_version"].str.split(",").explode().drop_nulls().unique().sort()
+    result.price_book_versions = versions.to_list()
 
 
 def _write_summaries(conn: sa.Connection, schema: str, window: store.Window, user: pl.DataFrame, by_model: pl.DataFrame, result: PartitionResult) -> None:
@@ -73,12 +77,13 @@ def run_daily(engine: sa.Engine, url: sa.URL, settings: Settings, book: PriceBoo
     raw = read_window(settings, url, window.start, window.end)
     norm = normalize(raw)
     priced = price_messages(norm.messages.lazy(), book)
-    grain = aggregate.conversation_day_grain(priced, settings.timezone).collect()
+    grain = aggregate.conversation_day_grain(priced, settings.timezone, book.version).collect()
     user, by_model = _summaries(grain)
     quarantine = norm.quarantine.with_columns(
         source=pl.lit(source_name(settings)), partition_key=pl.lit(window.partition_key)
     )
     result = PartitionResult(window.partition_key, raw_rows=raw.height, rejected_rows=quarantine.height)
+    result.grain_digest = provenance.frame_digest(grain)
     _fill_result(result, user)
     result.rejected_by_reason = dict(quarantine.group_by("reason").len().sort("reason").iter_rows())
     result.unpriced_models = sorted(
@@ -121,6 +126,8 @@ def run_rollup(engine: sa.Engine, url: sa.URL, settings: Settings, window: store
     user, by_model = _summaries(grain)
     result = PartitionResult(window.partition_key)
     _fill_result(result, user)
+    unpriced = by_model.filter(pl.col("unpriced_message_count") > 0)["model"].unique().sort()
+    result.unpriced_models = unpriced.to_list()
     with engine.begin() as conn:
         store.lock_partition(conn, settings.schema, window)
         _write_summaries(conn, settings.schema, window, user, by_model, result)

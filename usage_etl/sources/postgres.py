@@ -44,7 +44,11 @@ RAW_SCHEMA: dict[str, pl.DataType] = {
     "status": pl.String(),
     "usage_type": pl.String(),
     **{name: pl.String() for name in USAGE_FIELDS},
+    "paid_amount": pl.String(),
 }
+# What the caller paid for the message, if the source records it: metadata->>'amount_paid'
+# (a JSON number or numeric string, in the source's currency or credits; absent = not reported).
+PAID_FIELD = "amount_paid"
 
 
 def source_table(settings: Settings) -> sa.TableClause:
@@ -85,6 +89,7 @@ def window_query(settings: Settings, start: datetime | None, end: datetime | Non
         meta["status"].astext.label("status"),
         sa.func.jsonb_typeof(usage).label("usage_type"),
         *[path(keys).label(name) for name, keys in USAGE_FIELDS.items()],
+        meta[PAID_FIELD].astext.label("paid_amount"),
     )
     ts = t.c[c.created_at]
     if start is None and end is None:
