@@ -23,6 +23,8 @@ SUMMARY_TABLE = "user_token_usage"
 BY_MODEL_TABLE = "user_token_usage_by_model"
 GRAIN_TABLE = "user_conversation_day_usage"
 QUARANTINE_TABLE = "usage_quarantine"
+BY_DIMENSION_TABLE = "user_token_usage_by_dimension"
+DIMENSION_GRAIN_TABLE = "user_conversation_day_dimension_usage"
 
 
 @dataclass(frozen=True)
