@@ -5,8 +5,6 @@ then depends on it, so one run can land new transcript lines and aggregate the d
 Unpartitioned: every materialization reads what was appended since the previous one.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 
 from usage_etl.config import Settings
