@@ -97,6 +97,9 @@ class SourceConfigError(ValueError):
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def __hash__(self) -> int:  # dict fields: hash the canonical JSON (Settings is hashable)
+        return hash(self.model_dump_json())
+
 
 class FieldRef(_Model):
     """Where one value comes from: a column, a key path in a json/jsonb column, or a constant."""
@@ -159,24 +162,33 @@ class Columns(_Model):
 
 
 class Tokens(_Model):
-    """Token semantics, the optional usage object, and per-field references (`fields`)."""
+    """Token semantics, the optional usage object, and per-field references.
+
+    A field given explicitly is read from there; otherwise, with `usage`, from its default key path
+    inside the usage object; otherwise it is not reported. Which fields exist depends on the
+    semantics (`SEMANTIC_FIELDS`); `auto` takes none and reads every provider's fields from `usage`.
+    """
 
     semantics: Semantics = "auto"
     usage: FieldRef | None = None
-    fields: tuple[tuple[str, FieldRef], ...] = ()
+    input_tokens: FieldRef | None = None
+    output_tokens: FieldRef | None = None
+    cache_creation_input_tokens: FieldRef | None = None
+    cache_creation_1h_input_tokens: FieldRef | None = None
+    cache_read_input_tokens: FieldRef | None = None
+    prompt_tokens: FieldRef | None = None
+    completion_tokens: FieldRef | None = None
+    cached_tokens: FieldRef | None = None
+    reasoning_tokens: FieldRef | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _collect_fields(cls, data: Any) -> Any:
-        # Token fields sit next to `semantics` and `usage` in the file.
-        if not isinstance(data, dict) or "fields" in data:
-            return data
-        fixed = {k: v for k, v in data.items() if k in ("semantics", "usage")}
-        return {**fixed, "fields": tuple((k, v) for k, v in data.items() if k not in fixed)}
+    @property
+    def fields(self) -> dict[str, FieldRef]:
+        """The token fields given explicitly."""
+        return {k: v for k, v in self if k not in ("semantics", "usage") and v is not None}
 
     @model_validator(mode="after")
     def _check(self) -> Tokens:
-        names = [k for k, _ in self.fields]
+        names = list(self.fields)
         if self.semantics == "auto":
             if self.usage is None:
                 raise ValueError("semantics 'auto' needs usage = { column = ..., path = ... } (the usage JSON object)")
@@ -196,7 +208,7 @@ class Tokens(_Model):
             assert self.usage is not None
             out.update({slot: self.usage.child(*keys) for slot, keys in AUTO_USAGE_FIELDS.items()})
             return out
-        explicit = dict(self.fields)
+        explicit = self.fields
         for name, (slot, keys) in SEMANTIC_FIELDS[self.semantics].items():
             if name in explicit:
                 out[slot] = explicit[name]
@@ -235,17 +247,15 @@ class SourceConfig(_Model):
     columns: Columns
     tokens: Tokens
     status: Status = Status()
-    breakdowns: tuple[tuple[str, FieldRef], ...] = ()
+    breakdowns: dict[str, FieldRef] = {}  # dimension name -> field; order kept
     claude_code: ClaudeCode | None = None
 
-    @field_validator("breakdowns", mode="before")
+    @field_validator("breakdowns")
     @classmethod
-    def _breakdown_table(cls, v: Any) -> Any:
-        if isinstance(v, dict):
-            for name in v:
-                if not isinstance(name, str) or not _DIMENSION_NAME.match(name):
-                    raise ValueError(f"breakdown name {name!r} must match {_DIMENSION_NAME.pattern}")
-            return tuple(v.items())
+    def _dimension_names(cls, v: dict[str, FieldRef]) -> dict[str, FieldRef]:
+        for name in v:
+            if not _DIMENSION_NAME.match(name):
+                raise ValueError(f"breakdown name {name!r} must match {_DIMENSION_NAME.pattern}")
         return v
 
     @property
@@ -258,7 +268,7 @@ class SourceConfig(_Model):
 
     @property
     def dimensions(self) -> list[str]:
-        return [name for name, _ in self.breakdowns]
+        return list(self.breakdowns)
 
     @classmethod
     def default(
@@ -287,6 +297,9 @@ class SourceConfig(_Model):
         )
 
 
+_MESSAGES = {"extra_forbidden": "unknown key", "missing": "required key is missing"}
+
+
 def _loc(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(p) for p in loc if not (isinstance(p, str) and p.startswith(("function-", "tagged-"))))
 
@@ -296,7 +309,7 @@ def parse_source_config(data: dict[str, Any], origin: str = "source config") -> 
     try:
         return SourceConfig.model_validate(data)
     except ValidationError as exc:
-        lines = [f"{_loc(e['loc']) or '(top level)'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors(include_url=False)]
+        lines = [f"{_loc(e['loc']) or '(top level)'}: {_MESSAGES.get(e['type'], e['msg'].removeprefix('Value error, '))}" for e in exc.errors(include_url=False)]
         raise SourceConfigError(f"{origin}: " + "; ".join(lines)) from None
 
 

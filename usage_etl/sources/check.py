@@ -65,14 +65,14 @@ def roles(src: SourceConfig) -> list[Role]:
     if t.usage is not None:
         out.append(Role("tokens.usage", t.usage, "object"))
     if t.semantics != "auto":
-        explicit = dict(t.fields)
+        explicit = t.fields
         for name, (_, keys) in SEMANTIC_FIELDS[t.semantics].items():
             if name in explicit:
                 out.append(Role(f"tokens.{name}", explicit[name], "integer"))
             elif t.usage is not None:
                 # Optional fields of the usage object may be absent from every row.
                 out.append(Role(f"tokens.{name}", t.usage.child(*keys), "integer", must_match=False))
-    out += [Role(f"breakdowns.{name}", ref, "text") for name, ref in src.breakdowns]
+    out += [Role(f"breakdowns.{name}", ref, "text") for name, ref in src.breakdowns.items()]
     return [r for r in out if r.ref.value is None]
 
 

@@ -50,7 +50,7 @@ def raw_schema(source: SourceConfig) -> dict[str, pl.DataType]:
 def _refs(source: SourceConfig) -> list[FieldRef]:
     c = source.columns
     refs = [c.user, c.conversation, c.agent, c.model, c.status, c.paid_amount, source.tokens.usage]
-    refs += list(source.tokens.refs().values()) + [r for _, r in source.breakdowns]
+    refs += list(source.tokens.refs().values()) + list(source.breakdowns.values())
     return [r for r in refs if r is not None and r.column is not None]
 
 
@@ -118,7 +118,7 @@ def window_query(settings: Settings, start: datetime | None, end: datetime | Non
         usage_type.label("usage_type"),
         *[field_text(t, ref).label(slot) for slot, ref in src.tokens.refs().items()],
         field_text(t, c.paid_amount).label("paid_amount"),
-        *[field_text(t, ref).label(DIMENSION_PREFIX + name) for name, ref in src.breakdowns],
+        *[field_text(t, ref).label(DIMENSION_PREFIX + name) for name, ref in src.breakdowns.items()],
     )
     ts = t.c[c.time]
     if start is None and end is None:
