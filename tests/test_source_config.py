@@ -112,3 +112,12 @@ def test_token_references_per_semantics() -> None:
     flat = parse_source_config({**MINIMAL, "tokens": {"semantics": "flat", "reasoning_tokens": "think"}})
     assert {k: v for k, v in flat.tokens.refs().items() if v is not None} == {"u_reasoning_tokens": FieldRef(column="think")}
     assert FieldRef(column="m", path=("a", "b")).describe() == "m->'a'->>'b'"
+
+
+def test_dump_round_trips_for_every_example() -> None:
+    # `usage-etl source show` prints this dump; it is itself a valid configuration.
+    for path in sorted(EXAMPLES.glob("*.toml")):
+        cfg = load_source_config(path)
+        assert parse_source_config(cfg.model_dump(mode="json", by_alias=True, exclude_none=True)) == cfg, path.name
+    assert example("002_ai_usage_log.toml").model_dump(mode="json", by_alias=True, exclude_none=True)["columns"] == {
+        "id": "id", "time": "created_at", "user": "user_id", "conversation": "session_id", "model": "model_used", "status": "status"}

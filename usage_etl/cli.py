@@ -38,8 +38,8 @@ def main() -> None:
     """Per-user LLM token usage and cost for every day, week and month, in PostgreSQL.
 
     Configuration comes from environment variables (and ./.env): USAGE_ETL_DATABASE_URL,
-    USAGE_ETL_SCHEMA, USAGE_ETL_SOURCE_SCHEMA, USAGE_ETL_SOURCE_TABLE, USAGE_ETL_TIMEZONE,
-    USAGE_ETL_START_DATE. See README.md.
+    USAGE_ETL_SCHEMA, USAGE_ETL_SOURCE_SCHEMA, USAGE_ETL_SOURCE_TABLE, USAGE_ETL_SOURCE_CONFIG,
+    USAGE_ETL_TIMEZONE, USAGE_ETL_START_DATE. See README.md.
     """
 
 
@@ -221,6 +221,10 @@ def _write_dotenv(values: dict[str, str]) -> None:
     lines = [line for line in old if line.split("=", 1)[0] not in values]
     path.write_text("\n".join(lines + [f"{k}={v}" for k, v in values.items()]) + "\n")
 
+
+from usage_etl.cli_source import source  # noqa: E402  (registers `usage-etl source …`)
+
+main.add_command(source)
 
 if __name__ == "__main__":
     main()

@@ -22,7 +22,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 Semantics = Literal["auto", "anthropic", "openai_chat", "openai_responses", "flat"]
 
@@ -128,6 +128,13 @@ class FieldRef(_Model):
         if any(not k for k in self.path):
             raise ValueError("path has an empty key")
         return self
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: Any) -> Any:
+        # Dump as written in a file: "col" for a plain column, else only the keys given.
+        if self.column is not None and not self.path:
+            return self.column
+        return {k: v for k, v in handler(self).items() if v not in (None, (), [])}
 
     def child(self, *keys: str) -> FieldRef:
         return FieldRef(column=self.column, path=self.path + keys)
