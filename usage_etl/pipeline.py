@@ -126,23 +126,32 @@ def quarantine_unpartitioned(engine: sa.Engine, url: sa.URL, settings: Settings)
     return bad.height
 
 
-def read_grain(
-    engine: sa.Engine, url: sa.URL, schema: str, window: store.Window, table: str = store.GRAIN_TABLE, columns: dict | None = None
-) -> pl.DataFrame:
-    """Conversation-day grain rows of the window's days (`aggregate.GRAIN_SCHEMA`, or `columns`
-    for another grain table such as the breakdown grain)."""
-    columns = columns or aggregate.GRAIN_SCHEMA
+def read_grain(engine: sa.Engine, url: sa.URL, schema: str, window: store.Window) -> pl.DataFrame:
+    """Conversation-day grain rows of the window's days (`aggregate.GRAIN_SCHEMA`)."""
     d0, d1 = window.days
     with engine.connect() as conn:
-        g = store.reflect(conn, schema, table)
-    stmt = sa.select(*[g.c[c] for c in columns]).where(g.c.day >= d0, g.c.day < d1)
-    return read_arrow(url, stmt, columns)
+        g = store.reflect(conn, schema, store.GRAIN_TABLE)
+    stmt = sa.select(*[g.c[c] for c in aggregate.GRAIN_SCHEMA]).where(g.c.day >= d0, g.c.day < d1)
+    return read_arrow(url, stmt, aggregate.GRAIN_SCHEMA)
+
+
+def read_breakdown_grain(engine: sa.Engine, url: sa.URL, schema: str, window: store.Window, dimensions: list[str]) -> pl.DataFrame:
+    """Breakdown grain rows (`aggregate.BREAKDOWN_GRAIN_SCHEMA`) of the window's days, configured
+    dimensions only (rows of a dimension removed from the configuration are not rolled up)."""
+    if not dimensions:
+        return pl.DataFrame(schema=aggregate.BREAKDOWN_GRAIN_SCHEMA)
+    d0, d1 = window.days
+    with engine.connect() as conn:
+        g = store.reflect(conn, schema, store.DIMENSION_GRAIN_TABLE)
+    cols = [g.c[c] for c in aggregate.BREAKDOWN_GRAIN_SCHEMA]
+    stmt = sa.select(*cols).where(g.c.day >= d0, g.c.day < d1, g.c.dimension.in_(dimensions))
+    return read_arrow(url, stmt, aggregate.BREAKDOWN_GRAIN_SCHEMA)
 
 
 def run_rollup(engine: sa.Engine, url: sa.URL, settings: Settings, window: store.Window) -> PartitionResult:
     """Materialize a weekly or monthly window from the conversation-day grains (no raw rescan)."""
     grain = read_grain(engine, url, settings.schema, window)
-    dim_grain = read_grain(engine, url, settings.schema, window, store.DIMENSION_GRAIN_TABLE, aggregate.BREAKDOWN_GRAIN_SCHEMA)
+    dim_grain = read_breakdown_grain(engine, url, settings.schema, window, settings.source_config.dimensions)
     user, by_model, by_dim = _summaries(grain, dim_grain)
     result = PartitionResult(window.partition_key)
     _fill_result(result, user)
