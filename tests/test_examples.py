@@ -249,3 +249,28 @@ def test_003_chat_messages_default_mapping(engine, db_url) -> None:
     ]
     assert one_hour == 80
     assert by_dimension == 0  # no breakdowns configured
+
+
+def test_removing_a_dimension_removes_its_rows(engine, db_url) -> None:
+    # Pipeline functions directly (the Dagster wiring is covered above).
+    from usage_etl import partitions, pipeline
+    from usage_etl.pricing import load_price_book
+
+    run_sql_file(engine, SEED_SQL / "002_ai_usage_log.sql")
+    insert(engine, "ai_usage_log", [
+        {"user_id": U1, "created_at": "2026-03-30T10:00Z", "session_id": "s1", "request_type": "report", "customer_id": 7, "input_tokens": 1, "output_tokens": 2},
+    ])
+
+    def run(source) -> dict:
+        settings = settings_for(db_url, source)
+        p = partitions.build(settings)
+        pipeline.run_daily(engine, db_url, settings, load_price_book(), partitions.window(p["daily"], "daily", "2026-03-30"))
+        pipeline.run_rollup(engine, db_url, settings, partitions.window(p["weekly"], "weekly", "2026-03-30"))
+        with engine.connect() as conn:
+            return dict(conn.execute(sa.text("SELECT period_type || ':' || dimension, count(*) FROM user_token_usage_by_dimension GROUP BY 1")).all())
+
+    full = example("002_ai_usage_log.toml")
+    assert run(full) == {"daily:customer_id": 1, "daily:request_type": 1, "weekly:customer_id": 1, "weekly:request_type": 1}
+    only_type = full.model_copy(update={"breakdowns": {"request_type": full.breakdowns["request_type"]}})
+    assert run(only_type) == {"daily:request_type": 1, "weekly:request_type": 1}
+    assert run(full.model_copy(update={"breakdowns": {}})) == {}

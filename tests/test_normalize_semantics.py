@@ -77,3 +77,12 @@ def test_status_mapping_paid_amount_and_dimensions() -> None:
 def test_unknown_semantics() -> None:
     with pytest.raises(ValueError, match="unknown token semantics 'bedrock'"):
         normalize(raw([{}]), "bedrock")
+
+
+def test_raw_frame_without_the_added_columns() -> None:
+    # A raw frame shaped like the original chat_messages contract (no u_reasoning_tokens, no
+    # paid_amount) still normalizes, with paid_amount null.
+    old = raw([{"usage_type": "object", "u_input_tokens": "10", "u_output_tokens": "5"}]).drop("u_reasoning_tokens", "paid_amount")
+    n = normalize(old)
+    assert tokens(n.messages) == [(10, 0, 0, 0, 5, 0)]
+    assert n.messages["paid_amount"].to_list() == [None]

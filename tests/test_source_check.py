@@ -108,3 +108,17 @@ def test_empty_table_checks_the_catalog_only(engine, db_url) -> None:
     check_source(engine, settings_for(db_url, variant("001_usage_logs.toml", columns__model={"column": "metadata", "path": "nothing"})))
     with pytest.raises(MappingError, match=re.escape("usage_logs.credits (columns.paid_amount): column does not exist")):
         check_source(engine, settings_for(db_url, variant("001_usage_logs.toml", columns__paid_amount="credits")))
+
+
+def test_cli_source_check(engine, db_url, ai_usage_log, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from usage_etl.cli import main
+
+    monkeypatch.setenv("USAGE_ETL_SOURCE_CONFIG", str(EXAMPLES / "002_ai_usage_log.toml"))
+    ok = CliRunner().invoke(main, ["source", "check"])
+    assert (ok.exit_code, ok.output) == (0, "mapping fits public.ai_usage_log\n")
+    monkeypatch.setenv("USAGE_ETL_SOURCE_CONFIG", str(EXAMPLES / "001_usage_logs.toml"))
+    bad = CliRunner().invoke(main, ["source", "check"])
+    assert bad.exit_code == 1
+    assert "source table public.usage_logs does not exist" in bad.output

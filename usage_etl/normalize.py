@@ -76,6 +76,9 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
 ERROR_STATUSES = list(DEFAULT_ERROR_VALUES)
 
 # Whole numbers; "120.00" (a numeric(p, s) column read as text) is the whole number 120.
+# Raw-frame columns added for configured sources; optional in the input (null when absent).
+ADDED_RAW_COLUMNS = ["u_reasoning_tokens", "paid_amount"]
+
 _INTEGER = r"^\s*-?\d{1,18}(\.0*)?\s*$"
 _DECIMAL = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 
@@ -123,7 +126,10 @@ def normalize(
     invalid_paid_amount. Raises ValueError for an unknown semantics.
     """
     lf = raw.lazy()
-    dims = [c for c in lf.collect_schema().names() if c.startswith(DIMENSION_PREFIX)]
+    names = lf.collect_schema().names()
+    # Raw frames built before these columns existed: not reported.
+    lf = lf.with_columns(*[pl.lit(None, pl.String).alias(c) for c in ADDED_RAW_COLUMNS if c not in names])
+    dims = [c for c in names if c.startswith(DIMENSION_PREFIX)]
     fields = list(TOKEN_SLOTS)
     present = {f: pl.col(f).is_not_null() for f in fields}
     chat, responses, has_usage = _kinds(semantics, present)

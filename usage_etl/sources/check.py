@@ -115,9 +115,12 @@ def _sample_problems(conn: sa.Connection, settings: Settings, where: str, sample
             exprs.append(sa.func.jsonb_typeof(sa.cast(json_node(t, r.ref), JSONB)))
         else:
             exprs.append(field_text(t, r.ref))
+    ts = t.c[src.columns.time]
+    # Matches a backward scan of a plain index on the time column: no sort of the whole table.
     sample = (
         sa.select(*[e.label(f"c{i}") for i, e in enumerate(exprs)])
-        .order_by(t.c[src.columns.time].desc().nulls_last())
+        .where(ts.is_not(None))
+        .order_by(ts.desc())
         .limit(sample_rows)
         .subquery()
     )
