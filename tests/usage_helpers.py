@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
@@ -69,10 +68,6 @@ def summary(engine: sa.Engine, period_type: str, *, table: str = "user_token_usa
         rows = conn.execute(sa.text(sql), {"p": period_type}).all()
     n = 2 + len(keys)
     return {tuple(r[:n]): tuple(r[n:]) for r in rows}
-
-
-def usd(text: str) -> Decimal:
-    return Decimal(text)
 
 
 def snapshot(engine: sa.Engine, schema: str = "public") -> dict[str, list[tuple]]:
