@@ -354,9 +354,9 @@ def test_paid_amount_beside_cost_and_paid_vs_estimated_report(engine, db_url, se
     ]
     quarantined = rows(engine, "SELECT message_id, reason, detail FROM usage_quarantine ORDER BY message_id")
     assert [tuple(r.values()) for r in quarantined] == [
-        (uid(501), "invalid_paid_amount", "amount_paid=abc"),
-        (uid(502), "invalid_paid_amount", "amount_paid=-1"),
-        (uid(503), "invalid_paid_amount", "amount_paid=true"),
+        (uid(501), "invalid_paid_amount", "paid_amount=abc"),
+        (uid(502), "invalid_paid_amount", "paid_amount=-1"),
+        (uid(503), "invalid_paid_amount", "paid_amount=true"),
     ]
 
     report = reports.paid_vs_estimated(engine, s, date(2026, 3, 1), date(2026, 3, 31), limit=2)

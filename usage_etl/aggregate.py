@@ -7,6 +7,8 @@ so a week's `conversation_count` is the exact distinct count over the week, not 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import polars as pl
 
 GRAIN_KEYS = ["user_id", "day", "conversation_id", "agent_id", "model"]
@@ -40,6 +42,12 @@ GRAIN_SCHEMA: dict[str, pl.DataType] = {
 
 UNKNOWN_MODEL = "(unknown)"
 
+# Breakdown grain: the conversation-day grain per (dimension, value) of a configured breakdown.
+DIMENSION_PREFIX = "dim_"  # canonical-frame column of a dimension: dim_<name>
+BREAKDOWN_KEYS = ["dimension", "value"]
+BREAKDOWN_GRAIN_SCHEMA: dict[str, pl.DataType] = {"dimension": pl.String(), "value": pl.String(), **GRAIN_SCHEMA}
+NO_VALUE = "(none)"  # value of a message whose dimension is null
+
 
 def _sum_if_any(col: str) -> pl.Expr:
     # Null when no row reported a value: "not reported" must not read as 0.
@@ -53,19 +61,23 @@ def _versions(col: str) -> pl.Expr:
     return pl.when(pl.col(col).is_not_null().any()).then(distinct).alias(col)
 
 
-def conversation_day_grain(priced: pl.LazyFrame, timezone: str, price_book_version: str | None = None) -> pl.LazyFrame:
+def conversation_day_grain(
+    priced: pl.LazyFrame, timezone: str, price_book_version: str | None = None, *, by: Sequence[str] = ()
+) -> pl.LazyFrame:
     """Group priced canonical messages to the conversation-day grain (`GRAIN_SCHEMA`).
 
     `priced` is the canonical frame plus `cost_pico_usd` (Int64, null = unpriced) and `priced`
     (Boolean). `day` is the message's calendar date in `timezone`. `price_book_version` is the
-    `PriceBook.version` that priced the frame, recorded on every grain row.
+    `PriceBook.version` that priced the frame, recorded on every grain row. `by`: further key
+    columns, placed first (the breakdown grain uses dimension, value).
     """
+    keys = [*by, *GRAIN_KEYS]
     return (
         priced.with_columns(
             day=pl.col("created_at").dt.convert_time_zone(timezone).dt.date(),
             paid_micro=(pl.col("paid_amount") * 1_000_000).round().cast(pl.Int64),
         )
-        .group_by(GRAIN_KEYS)
+        .group_by(keys)
         .agg(
             *[pl.col(c).sum() for c in TOKEN_SUMS],
             pl.len().cast(pl.Int64).alias("message_count"),
@@ -77,13 +89,32 @@ def conversation_day_grain(priced: pl.LazyFrame, timezone: str, price_book_versi
             pl.col("created_at").max().alias("last_activity"),
         )
         .with_columns(price_book_version=pl.lit(price_book_version, pl.String))
-        .select(list(GRAIN_SCHEMA))
-        .sort(GRAIN_KEYS, nulls_last=True)
+        .select(*by, *GRAIN_SCHEMA)
+        .sort(keys, nulls_last=True)
     )
 
 
-def summarize(grain: pl.LazyFrame, *, by_model: bool = False) -> pl.LazyFrame:
-    """Per-user (or per-user-and-model) measures over all grain rows given (one window).
+def breakdown_grain(
+    priced: pl.LazyFrame, timezone: str, dimensions: Sequence[str], price_book_version: str | None = None
+) -> pl.LazyFrame:
+    """Conversation-day grain per breakdown dimension value (`BREAKDOWN_GRAIN_SCHEMA`).
+
+    `priced` carries one String column `dim_<name>` per dimension. Each message counts once per
+    dimension, under its value (`NO_VALUE` when null), so per dimension the values add up to the
+    user's totals, and keeping conversation_id keeps weekly/monthly distinct counts exact.
+    """
+    if not dimensions:
+        return pl.LazyFrame(schema=BREAKDOWN_GRAIN_SCHEMA)
+    cols = [DIMENSION_PREFIX + d for d in dimensions]
+    long = (
+        priced.unpivot(on=cols, index=[c for c in priced.collect_schema().names() if c not in cols], variable_name="dimension", value_name="value")
+        .with_columns(pl.col("dimension").str.strip_prefix(DIMENSION_PREFIX), pl.col("value").fill_null(NO_VALUE))
+    )
+    return conversation_day_grain(long, timezone, price_book_version, by=BREAKDOWN_KEYS)
+
+
+def summarize(grain: pl.LazyFrame, *, by_model: bool = False, by: Sequence[str] = ()) -> pl.LazyFrame:
+    """Per-user (or per-user-and-model, or per-user-and-`by`) measures over all grain rows given (one window).
 
     Output: user_id, [model], input/cache_creation_input/cache_creation_1h_input/cache_read_input/
     output/reasoning/total tokens (Int64, tokens), message_count, error_count, conversation_count
@@ -92,7 +123,7 @@ def summarize(grain: pl.LazyFrame, *, by_model: bool = False) -> pl.LazyFrame:
     first_activity, last_activity, price_book_version (String: the sorted distinct versions of
     the rows, comma-separated; null if none). A null model is reported as "(unknown)" in the by-model rows.
     """
-    keys = ["user_id"]
+    keys = ["user_id", *by]
     if by_model:
         grain = grain.with_columns(model=pl.col("model").fill_null(UNKNOWN_MODEL))
         keys.append("model")

@@ -11,9 +11,11 @@ from collections.abc import Callable, Sequence
 import dagster as dg
 
 from usage_etl import partitions, pipeline, provenance
+from usage_etl.claude_code_assets import build_claude_code_asset
 from usage_etl.config import Settings
 from usage_etl.pricing import PriceBook, load_price_book
 from usage_etl.resources import PostgresResource
+from usage_etl.sources.check import check_source
 
 GROUP = "usage"
 
@@ -56,7 +58,8 @@ def _run_each(context: dg.AssetExecutionContext, period_type: str, step: Callabl
 
 
 def build_assets(settings: Settings, book: PriceBook | None = None) -> list[dg.AssetsDefinition]:
-    """The daily, weekly and monthly assets for `settings` (timezone, start date, schemas).
+    """The daily, weekly and monthly assets for `settings` (timezone, start date, schemas, source
+    mapping), then the Claude Code ingestion asset when the source configures one.
 
     The `db` resource supplies only the connection; everything else comes from `settings`.
     `book` (default: `load_price_book()`, read now) prices every daily run of these definitions
@@ -65,19 +68,23 @@ def build_assets(settings: Settings, book: PriceBook | None = None) -> list[dg.A
     """
     PARTITIONS = partitions.build(settings)
     book = load_price_book() if book is None else book
+    ingest = build_claude_code_asset(settings, GROUP)
 
     @dg.asset(
         partitions_def=PARTITIONS["daily"],
         code_version=provenance.code_version(book),
+        deps=[ingest] if ingest else None,
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name=GROUP,
         kinds={"polars", "postgres"},
         pool="usage_etl_db",
     )
     def daily_user_usage(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
-        """Per-user usage for each day: `user_token_usage` and `user_token_usage_by_model` rows with
-        period_type='daily', the conversation-day grain, and quarantined raw rows of the day."""
+        """Per-user usage for each day: `user_token_usage`, `user_token_usage_by_model` and
+        `user_token_usage_by_dimension` rows with period_type='daily', the conversation-day grains,
+        and quarantined raw rows of the day. Checks the source mapping first."""
         engine, url = db.engine, db.url()
+        check_source(engine, settings)  # mapping errors stop the run before any partition is written
         results = _run_each(
             context,
             "daily",
@@ -112,10 +119,10 @@ def build_assets(settings: Settings, book: PriceBook | None = None) -> list[dg.A
 
         return rollup
 
-    return [daily_user_usage, _rollup_asset("weekly"), _rollup_asset("monthly")]
+    return [daily_user_usage, _rollup_asset("weekly"), _rollup_asset("monthly"), *([ingest] if ingest else [])]
 
 
 SETTINGS = Settings.from_env()
 PARTITIONS = partitions.build(SETTINGS)
 USAGE_ASSETS = build_assets(SETTINGS)
-daily_user_usage, weekly_user_usage, monthly_user_usage = USAGE_ASSETS
+daily_user_usage, weekly_user_usage, monthly_user_usage = USAGE_ASSETS[:3]

@@ -38,8 +38,8 @@ def main() -> None:
     """Per-user LLM token usage and cost for every day, week and month, in PostgreSQL.
 
     Configuration comes from environment variables (and ./.env): USAGE_ETL_DATABASE_URL,
-    USAGE_ETL_SCHEMA, USAGE_ETL_SOURCE_SCHEMA, USAGE_ETL_SOURCE_TABLE, USAGE_ETL_TIMEZONE,
-    USAGE_ETL_START_DATE. See README.md.
+    USAGE_ETL_SCHEMA, USAGE_ETL_SOURCE_SCHEMA, USAGE_ETL_SOURCE_TABLE, USAGE_ETL_SOURCE_CONFIG,
+    USAGE_ETL_TIMEZONE, USAGE_ETL_START_DATE. See README.md.
     """
 
 
@@ -225,10 +225,10 @@ def _write_dotenv(values: dict[str, str]) -> None:
 def _register() -> None:
     from usage_etl.cli_costs import report, reprice
     from usage_etl.cli_prices import prices
+    from usage_etl.cli_source import source
 
-    main.add_command(prices)
-    main.add_command(reprice)
-    main.add_command(report)
+    for command in (prices, reprice, report, source):
+        main.add_command(command)
 
 
 _register()

@@ -14,7 +14,15 @@ Canonical frame (DESIGN.md §2), one row per valid message:
 | cache_read_input_tokens | Int64 | tokens read from the prompt cache |
 | output_tokens | Int64 | all output tokens, reasoning included |
 | reasoning_tokens | Int64 | the reasoning part of output_tokens |
-| paid_amount | Float64 (nullable) | what the caller paid, if the source says (raw `paid_amount` text) |
+| paid_amount | Float64 (nullable) | what the caller paid, if the source says |
+
+Extra columns: one String column `dim_<name>` per configured breakdown dimension, passed through.
+
+Token semantics (`semantics=`, from the source mapping): `auto` detects the provider per row from
+the usage object (the rules below, in this order); `anthropic`, `openai_chat` and
+`openai_responses` apply one rule to every row; `flat` reads the canonical fields as they are
+(input excludes cache, output includes reasoning, reasoning from `u_reasoning_tokens`) and treats
+an absent field as 0, so a log row counts as a message even when it reports no tokens.
 
 Provider rules (NOTES.md lists the double-counting bugs these avoid):
 - OpenAI chat (`prompt_tokens`/`completion_tokens` present): prompt includes cached, completion
@@ -27,11 +35,13 @@ Provider rules (NOTES.md lists the double-counting bugs these avoid):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import polars as pl
 
-from usage_etl.sources.postgres import USAGE_FIELDS
+from usage_etl.source_config import DEFAULT_ERROR_VALUES, REQUIRED_ANY, SEMANTIC_FIELDS
+from usage_etl.sources.postgres import DIMENSION_PREFIX, TOKEN_SLOTS
 
 TOKEN_COLUMNS = [
     "input_tokens",
@@ -62,45 +72,68 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "detail": pl.String(),
 }
 
-# Status values counted as errors; anything else (or no status) is a success.
-ERROR_STATUSES = ["error", "failed", "failure", "cancelled", "canceled", "timeout", "rejected"]
+# Status values counted as errors by default; anything else (or no status) is a success.
+ERROR_STATUSES = list(DEFAULT_ERROR_VALUES)
 
-_INTEGER = r"^\s*-?\d{1,18}\s*$"
-# A paid amount: a non-negative finite decimal (JSON number syntax, as jsonb renders it).
-_AMOUNT = r"^\s*(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?\s*$"
+# Whole numbers; "120.00" (a numeric(p, s) column read as text) is the whole number 120.
+# Raw-frame columns added for configured sources; optional in the input (null when absent).
+ADDED_RAW_COLUMNS = ["u_reasoning_tokens", "paid_amount"]
+
+_INTEGER = r"^\s*-?\d{1,18}(\.0*)?\s*$"
+_DECIMAL = r"^\s*\+?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"  # non-negative: a payment, not a refund
 
 
 @dataclass(frozen=True)
 class Normalized:
-    messages: pl.DataFrame  # CANONICAL_SCHEMA
+    messages: pl.DataFrame  # CANONICAL_SCHEMA + dim_* (String) columns
     quarantine: pl.DataFrame  # QUARANTINE_SCHEMA
 
 
 def _int(name: str) -> pl.Expr:
-    return pl.col(name).str.strip_chars().str.to_integer(strict=False)
+    return pl.col(name).str.strip_chars().str.replace(r"\.0*$", "").str.to_integer(strict=False)
 
 
-def normalize(raw: pl.LazyFrame | pl.DataFrame) -> Normalized:
-    """Split raw rows (`sources.postgres.RAW_SCHEMA`) into canonical messages and quarantine rows.
+def _kinds(semantics: str, present: dict[str, pl.Expr]) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """(chat, responses, has_usage) row masks for the semantics; the rest is Anthropic-shaped."""
+    if semantics == "auto":
+        chat = present["u_prompt_tokens"] | present["u_completion_tokens"]
+        responses = ~chat & (present["u_input_cached_tokens"] | present["u_output_reasoning_tokens"])
+        anthropic = ~chat & ~responses & (present["u_input_tokens"] | present["u_output_tokens"])
+        return chat, responses, (pl.col("usage_type") == "object") & (chat | responses | anthropic)
+    if semantics not in SEMANTIC_FIELDS:
+        raise ValueError(f"unknown token semantics {semantics!r}")
+    fields = SEMANTIC_FIELDS[semantics]
+    reported = pl.lit(True)
+    if REQUIRED_ANY[semantics]:
+        reported = pl.any_horizontal(*[present[fields[f][0]] for f in REQUIRED_ANY[semantics]])
+    shaped = pl.col("usage_type").is_in(["object", "columns"])
+    return pl.lit(semantics == "openai_chat"), pl.lit(semantics == "openai_responses"), shaped & reported
 
+
+def normalize(
+    raw: pl.LazyFrame | pl.DataFrame,
+    semantics: str = "auto",
+    error_values: Sequence[str] = ERROR_STATUSES,
+) -> Normalized:
+    """Split raw rows (`sources.postgres.raw_schema`) into canonical messages and quarantine rows.
+
+    `semantics`: auto | anthropic | openai_chat | openai_responses | flat (module doc).
+    `error_values`: status values (trimmed, case-insensitive) that make a message an error.
     Every input row lands in exactly one of the two outputs, so
     `raw.height == messages.height + quarantine.height`. Reasons, first match wins:
     missing_user_id, missing_created_at, missing_usage, non_integer_tokens, negative_tokens,
     cached_exceeds_prompt, reasoning_exceeds_output, cache_1h_exceeds_cache_creation,
-    invalid_paid_amount (present but not a non-negative number: a paid sum must not silently
-    drop it). An optional raw `paid_amount` column (String) becomes the Float64 paid_amount.
+    invalid_paid_amount. Raises ValueError for an unknown semantics.
     """
     lf = raw.lazy()
-    if "paid_amount" not in lf.collect_schema():
-        lf = lf.with_columns(paid_amount=pl.lit(None, pl.String))
-    paid = pl.col("paid_amount").str.strip_chars().cast(pl.Float64, strict=False)
-    paid_bad = pl.col("paid_amount").is_not_null() & (~pl.col("paid_amount").str.contains(_AMOUNT) | paid.is_infinite())
-    fields = list(USAGE_FIELDS)
+    names = lf.collect_schema().names()
+    # Raw frames built before these columns existed: not reported.
+    lf = lf.with_columns(*[pl.lit(None, pl.String).alias(c) for c in ADDED_RAW_COLUMNS if c not in names])
+    dims = [c for c in names if c.startswith(DIMENSION_PREFIX)]
+    fields = list(TOKEN_SLOTS)
     present = {f: pl.col(f).is_not_null() for f in fields}
-    chat = present["u_prompt_tokens"] | present["u_completion_tokens"]
-    responses = ~chat & (present["u_input_cached_tokens"] | present["u_output_reasoning_tokens"])
-    anthropic = ~chat & ~responses & (present["u_input_tokens"] | present["u_output_tokens"])
-    has_usage = (pl.col("usage_type") == "object") & (chat | responses | anthropic)
+    chat, responses, has_usage = _kinds(semantics, present)
+    paid_text = pl.col("paid_amount").str.strip_chars()
 
     # A field is garbled when present but not an integer literal.
     non_integer = pl.lit(None, pl.String)
@@ -128,7 +161,7 @@ def normalize(raw: pl.LazyFrame | pl.DataFrame) -> Normalized:
         .then(v["u_completion_reasoning_tokens"])
         .when(responses)
         .then(v["u_output_reasoning_tokens"])
-        .otherwise(0),
+        .otherwise(v["u_reasoning_tokens"]),  # Anthropic: never reported (null -> 0); flat tables
     }
     lf = lf.with_columns(**{k: e.cast(pl.Int64) for k, e in canon.items()}, _non_integer=non_integer, _negative=negative)
 
@@ -149,20 +182,26 @@ def normalize(raw: pl.LazyFrame | pl.DataFrame) -> Normalized:
         .then(pl.lit("reasoning_exceeds_output"))
         .when(pl.col("cache_creation_1h_input_tokens") > pl.col("cache_creation_input_tokens"))
         .then(pl.lit("cache_1h_exceeds_cache_creation"))
-        .when(paid_bad)
+        .when(pl.col("paid_amount").is_not_null() & (~paid_text.str.contains(_DECIMAL) | paid_text.cast(pl.Float64, strict=False).is_infinite()))
         .then(pl.lit("invalid_paid_amount"))
+    )
+    usage_detail = (
+        pl.when(pl.col("usage_type") == "columns")
+        .then(pl.lit("no token column reported a value"))
+        .otherwise(pl.lit("metadata.usage is ") + pl.col("usage_type").fill_null("absent"))
     )
     detail = (
         pl.when(~has_usage)
-        .then(pl.lit("metadata.usage is ") + pl.col("usage_type").fill_null("absent"))
-        .when(reason == "invalid_paid_amount")
-        .then(pl.lit("amount_paid=") + pl.col("paid_amount"))
+        .then(usage_detail)
+        .when(pl.col("_reason") == "invalid_paid_amount")
+        .then(pl.lit("paid_amount=") + pl.col("paid_amount"))
         .otherwise(pl.coalesce("_non_integer", "_negative"))
     )
-    lf = lf.with_columns(_reason=reason, _detail=detail)
+    lf = lf.with_columns(_reason=reason).with_columns(_detail=detail)
 
+    errors = [e.strip().lower() for e in error_values]
     status = (
-        pl.when(pl.col("status").str.to_lowercase().str.strip_chars().is_in(ERROR_STATUSES))
+        pl.when(pl.col("status").str.to_lowercase().str.strip_chars().is_in(errors))
         .then(pl.lit("error"))
         .otherwise(pl.lit("success"))
     )
@@ -172,11 +211,13 @@ def normalize(raw: pl.LazyFrame | pl.DataFrame) -> Normalized:
                 *[pl.col(c) for c in ("message_id", "user_id", "conversation_id", "agent_id", "model", "created_at")],
                 status.alias("status"),
                 *[pl.col(c) for c in TOKEN_COLUMNS],
-                paid.alias("paid_amount"),
+                paid_text.cast(pl.Float64).alias("paid_amount"),
+                *dims,
             ),
             lf.filter(pl.col("_reason").is_not_null()).select(
                 "message_id", "user_id", "created_at", pl.col("_reason").alias("reason"), pl.col("_detail").alias("detail")
             ),
         ]
     )
-    return Normalized(messages=good.cast(CANONICAL_SCHEMA), quarantine=bad.cast(QUARANTINE_SCHEMA))  # type: ignore[arg-type]
+    schema = {**CANONICAL_SCHEMA, **{d: pl.String() for d in dims}}
+    return Normalized(messages=good.cast(schema), quarantine=bad.cast(QUARANTINE_SCHEMA))  # type: ignore[arg-type]

@@ -46,10 +46,17 @@ def source_name(settings: Settings) -> str:
     return f"{settings.source_schema}.{settings.source_table}"
 
 
-def _summaries(grain: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _summaries(grain: pl.DataFrame, dim_grain: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     lf = grain.lazy()
-    user, by_model = pl.collect_all([aggregate.summarize(lf), aggregate.summarize(lf, by_model=True)])
-    return user, by_model
+    return tuple(  # type: ignore[return-value]
+        pl.collect_all(
+            [
+                aggregate.summarize(lf),
+                aggregate.summarize(lf, by_model=True),
+                aggregate.summarize(dim_grain.lazy(), by=aggregate.BREAKDOWN_KEYS),
+            ]
+        )
+    )
 
 
 def _fill_result(result: PartitionResult, user: pl.DataFrame) -> None:
@@ -63,22 +70,32 @@ def _fill_result(result: PartitionResult, user: pl.DataFrame) -> None:
     result.price_book_versions = versions.to_list()
 
 
-def _write_summaries(conn: sa.Connection, schema: str, window: store.Window, user: pl.DataFrame, by_model: pl.DataFrame, result: PartitionResult) -> None:
+def _write_summaries(
+    conn: sa.Connection, schema: str, window: store.Window, user: pl.DataFrame, by_model: pl.DataFrame, by_dim: pl.DataFrame, result: PartitionResult
+) -> None:
     for name, frame, key in (
         (store.SUMMARY_TABLE, user, ["user_id", "period_type", "period_start"]),
         (store.BY_MODEL_TABLE, by_model, ["user_id", "period_type", "period_start", "model"]),
+        (store.BY_DIMENSION_TABLE, by_dim, ["user_id", "period_type", "period_start", *aggregate.BREAKDOWN_KEYS]),
     ):
         table = store.reflect(conn, schema, name)
         result.writes[name] = store.upsert_window(conn, table, store.summary_rows(frame, window), window, key)
 
 
 def run_daily(engine: sa.Engine, url: sa.URL, settings: Settings, book: PriceBook, window: store.Window) -> PartitionResult:
-    """Materialize one daily window: summaries, by-model rows, grain and quarantine, atomically."""
+    """Materialize one daily window atomically: summaries, by-model and by-dimension rows, both
+    grains and quarantine. The source is read and normalized as `settings.source_config` says."""
+    src = settings.source_config
     raw = read_window(settings, url, window.start, window.end)
-    norm = normalize(raw)
+    norm = normalize(raw, src.tokens.semantics, src.status.error_values)
     priced = price_messages(norm.messages.lazy(), book)
-    grain = aggregate.conversation_day_grain(priced, settings.timezone, book.version).collect()
-    user, by_model = _summaries(grain)
+    grain, dim_grain = pl.collect_all(
+        [
+            aggregate.conversation_day_grain(priced, settings.timezone, book.version),
+            aggregate.breakdown_grain(priced, settings.timezone, src.dimensions, book.version),
+        ]
+    )
+    user, by_model, by_dim = _summaries(grain, dim_grain)
     quarantine = norm.quarantine.with_columns(
         source=pl.lit(source_name(settings)), partition_key=pl.lit(window.partition_key)
     )
@@ -94,16 +111,19 @@ def run_daily(engine: sa.Engine, url: sa.URL, settings: Settings, book: PriceBoo
         store.lock_partition(conn, settings.schema, window)
         g = store.reflect(conn, settings.schema, store.GRAIN_TABLE)
         store.replace_rows(conn, g, grain, (g.c.day >= d0) & (g.c.day < d1))
+        bg = store.reflect(conn, settings.schema, store.DIMENSION_GRAIN_TABLE)
+        store.replace_rows(conn, bg, dim_grain, (bg.c.day >= d0) & (bg.c.day < d1))
         q = store.reflect(conn, settings.schema, store.QUARANTINE_TABLE)
         store.replace_rows(conn, q, quarantine, (q.c.source == source_name(settings)) & (q.c.partition_key == window.partition_key))
-        _write_summaries(conn, settings.schema, window, user, by_model, result)
+        _write_summaries(conn, settings.schema, window, user, by_model, by_dim, result)
     return result
 
 
 def quarantine_unpartitioned(engine: sa.Engine, url: sa.URL, settings: Settings) -> int:
     """Quarantine source rows whose created_at is NULL (they fall in no window). Returns their count."""
+    src = settings.source_config
     raw = read_window(settings, url, None, None)
-    bad = normalize(raw).quarantine.with_columns(source=pl.lit(source_name(settings)), partition_key=pl.lit(None, pl.String))
+    bad = normalize(raw, src.tokens.semantics, src.status.error_values).quarantine.with_columns(source=pl.lit(source_name(settings)), partition_key=pl.lit(None, pl.String))
     with engine.begin() as conn:
         q = store.reflect(conn, settings.schema, store.QUARANTINE_TABLE)
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended("usage_etl:unpartitioned", 0))))
@@ -120,17 +140,31 @@ def read_grain(engine: sa.Engine, url: sa.URL, schema: str, window: store.Window
     return read_arrow(url, stmt, aggregate.GRAIN_SCHEMA)
 
 
+def read_breakdown_grain(engine: sa.Engine, url: sa.URL, schema: str, window: store.Window, dimensions: list[str]) -> pl.DataFrame:
+    """Breakdown grain rows (`aggregate.BREAKDOWN_GRAIN_SCHEMA`) of the window's days, configured
+    dimensions only (rows of a dimension removed from the configuration are not rolled up)."""
+    if not dimensions:
+        return pl.DataFrame(schema=aggregate.BREAKDOWN_GRAIN_SCHEMA)
+    d0, d1 = window.days
+    with engine.connect() as conn:
+        g = store.reflect(conn, schema, store.DIMENSION_GRAIN_TABLE)
+    cols = [g.c[c] for c in aggregate.BREAKDOWN_GRAIN_SCHEMA]
+    stmt = sa.select(*cols).where(g.c.day >= d0, g.c.day < d1, g.c.dimension.in_(dimensions))
+    return read_arrow(url, stmt, aggregate.BREAKDOWN_GRAIN_SCHEMA)
+
+
 def run_rollup(engine: sa.Engine, url: sa.URL, settings: Settings, window: store.Window) -> PartitionResult:
-    """Materialize a weekly or monthly window from the conversation-day grain (no raw rescan)."""
+    """Materialize a weekly or monthly window from the conversation-day grains (no raw rescan)."""
     grain = read_grain(engine, url, settings.schema, window)
-    user, by_model = _summaries(grain)
+    dim_grain = read_breakdown_grain(engine, url, settings.schema, window, settings.source_config.dimensions)
+    user, by_model, by_dim = _summaries(grain, dim_grain)
     result = PartitionResult(window.partition_key)
     _fill_result(result, user)
     unpriced = by_model.filter(pl.col("unpriced_message_count") > 0)["model"].unique().sort()
     result.unpriced_models = unpriced.to_list()
     with engine.begin() as conn:
         store.lock_partition(conn, settings.schema, window)
-        _write_summaries(conn, settings.schema, window, user, by_model, result)
+        _write_summaries(conn, settings.schema, window, user, by_model, by_dim, result)
     return result
 
 

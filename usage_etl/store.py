@@ -23,6 +23,8 @@ SUMMARY_TABLE = "user_token_usage"
 BY_MODEL_TABLE = "user_token_usage_by_model"
 GRAIN_TABLE = "user_conversation_day_usage"
 QUARANTINE_TABLE = "usage_quarantine"
+BY_DIMENSION_TABLE = "user_token_usage_by_dimension"
+DIMENSION_GRAIN_TABLE = "user_conversation_day_dimension_usage"
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,9 @@ def _temp_like(conn: sa.Connection, target: sa.Table, name: str) -> tuple[sa.Tab
 
 def upsert_window(conn: sa.Connection, target: sa.Table, rows: pl.DataFrame, window: Window, key: list[str]) -> WriteStats:
     """Replace the window's rows of a summary table by `rows` (see module doc)."""
+    in_window = (target.c.period_type == window.period_type) & (target.c.period_start >= window.start) & (target.c.period_start < window.end)
+    if rows.height == 0:  # nothing to stage: only stale rows to delete
+        return WriteStats(deleted=conn.execute(sa.delete(target).where(in_window)).rowcount)
     cols = [c.name for c in target.columns if c.name != "computed_at"]
     stage, quoted = _temp_like(conn, target, f"stage_{target.name}")
     copy_frame(conn, quoted, rows.select(cols))
@@ -116,12 +121,7 @@ def upsert_window(conn: sa.Connection, target: sa.Table, rows: pl.DataFrame, win
         where=sa.tuple_(*[target.c[c] for c in values]).is_distinct_from(sa.tuple_(*[stmt.excluded[c] for c in values])),
     ).returning(sa.literal_column("xmax = 0").label("inserted"))
     outcome = conn.execute(stmt).scalars().all()
-    stale = sa.delete(target).where(
-        target.c.period_type == window.period_type,
-        target.c.period_start >= window.start,
-        target.c.period_start < window.end,
-        ~sa.exists().where(*[stage.c[k] == target.c[k] for k in key]),
-    )
+    stale = sa.delete(target).where(in_window, ~sa.exists().where(*[stage.c[k] == target.c[k] for k in key]))
     deleted = conn.execute(stale).rowcount
     inserted = sum(1 for x in outcome if x)
     return WriteStats(inserted=inserted, updated=len(outcome) - inserted, deleted=deleted)

@@ -1,7 +1,8 @@
 """Read one time window of raw messages from a PostgreSQL table into Polars.
 
-Token fields are pulled out of the jsonb `metadata` column by the server, so only short text
-values cross the wire, and the result arrives over ADBC as Arrow: no Python loop over rows.
+The SELECT is built from the source mapping (`source_config.SourceConfig`): plain columns, key
+paths inside json/jsonb columns or constants. Token fields are pulled out of JSON by the server,
+so only short text values cross the wire, and the result arrives over ADBC as Arrow: no Python loop over rows.
 Values stay text here on purpose: whether "12", "1.5", "-3" or "abc" is a valid token count is
 decided in `normalize.py`, where a bad value becomes a quarantine row instead of a failed query.
 """
@@ -16,24 +17,17 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 
+from usage_etl.aggregate import DIMENSION_PREFIX
 from usage_etl.config import Settings
+from usage_etl.source_config import AUTO_USAGE_FIELDS, RAW_TOKEN_SLOTS, FieldRef, SourceConfig
 
-# Raw frame columns produced by `window_query`, besides message_id/user_id/…/created_at/status.
-# name -> JSON path under metadata->'usage'.
-USAGE_FIELDS: dict[str, tuple[str, ...]] = {
-    "u_input_tokens": ("input_tokens",),
-    "u_output_tokens": ("output_tokens",),
-    "u_cache_creation_input_tokens": ("cache_creation_input_tokens",),
-    "u_cache_creation_1h_input_tokens": ("cache_creation", "ephemeral_1h_input_tokens"),
-    "u_cache_read_input_tokens": ("cache_read_input_tokens",),
-    "u_prompt_tokens": ("prompt_tokens",),
-    "u_completion_tokens": ("completion_tokens",),
-    "u_prompt_cached_tokens": ("prompt_tokens_details", "cached_tokens"),
-    "u_completion_reasoning_tokens": ("completion_tokens_details", "reasoning_tokens"),
-    "u_input_cached_tokens": ("input_tokens_details", "cached_tokens"),
-    "u_output_reasoning_tokens": ("output_tokens_details", "reasoning_tokens"),
-}
+# Token slots of the raw frame read by `auto` semantics: name -> key path inside the usage object.
+USAGE_FIELDS: dict[str, tuple[str, ...]] = AUTO_USAGE_FIELDS
+# Every token slot of the raw frame (the auto ones plus u_reasoning_tokens of flat tables).
+TOKEN_SLOTS: list[str] = RAW_TOKEN_SLOTS
 
+# Raw frame columns (all text but created_at); `raw_schema` adds one dim_<name> per breakdown.
+# usage_type: jsonb type of the usage object ("object", ...), or "columns" when tokens are columns.
 RAW_SCHEMA: dict[str, pl.DataType] = {
     "message_id": pl.String(),
     "user_id": pl.String(),
@@ -43,55 +37,90 @@ RAW_SCHEMA: dict[str, pl.DataType] = {
     "created_at": pl.Datetime("us", "UTC"),
     "status": pl.String(),
     "usage_type": pl.String(),
-    **{name: pl.String() for name in USAGE_FIELDS},
+    **{name: pl.String() for name in TOKEN_SLOTS},
     "paid_amount": pl.String(),
 }
-# What the caller paid for the message, if the source records it: metadata->>'amount_paid'
-# (a JSON number or numeric string, in the source's currency or credits; absent = not reported).
-PAID_FIELD = "amount_paid"
+
+
+def raw_schema(source: SourceConfig) -> dict[str, pl.DataType]:
+    """`RAW_SCHEMA` plus a String column `dim_<name>` per configured breakdown dimension."""
+    return {**RAW_SCHEMA, **{DIMENSION_PREFIX + d: pl.String() for d in source.dimensions}}
+
+
+def _refs(source: SourceConfig) -> list[FieldRef]:
+    c = source.columns
+    refs = [c.user, c.conversation, c.agent, c.model, c.status, c.paid_amount, source.tokens.usage]
+    refs += list(source.tokens.refs().values()) + list(source.breakdowns.values())
+    return [r for r in refs if r is not None and r.column is not None]
 
 
 def source_table(settings: Settings) -> sa.TableClause:
-    c = settings.source_columns
-    cols = [sa.column(n) for n in (c.id, c.user_id, c.created_at) if n]
-    cols += [sa.column(n) for n in (c.conversation_id, c.agent_id, c.model) if n]
-    cols.append(sa.column(c.metadata, JSONB))
-    return sa.table(settings.source_table, *cols, schema=settings.source_schema)
+    """The source table with every column the mapping reads.
+
+    Columns read by key path are typed JSON so paths render as -> / ->>, which work on json and
+    jsonb alike (jsonb subscripting would not work on json).
+    """
+    src = settings.source_config
+    refs = _refs(src)
+    json_cols = {r.column for r in refs if r.path}
+    names = dict.fromkeys([src.columns.id, src.columns.time, *[r.column for r in refs]])
+    cols = [
+        sa.column(n, sa.TIMESTAMP(timezone=True) if n == src.columns.time else postgresql.JSON if n in json_cols else None)
+        for n in names
+        if n is not None
+    ]
+    return sa.table(src.table, *cols, schema=src.schema_name)
+
+
+def json_node(t: sa.TableClause, ref: FieldRef) -> sa.ColumnElement:
+    """The JSON value at `ref`'s key path (col -> 'a' -> 'b'); the column itself for no path."""
+    node = t.c[ref.column]
+    for k in ref.path:
+        node = node[k]
+    return node
+
+
+def field_text(t: sa.TableClause, ref: FieldRef | None) -> sa.ColumnElement:
+    """A field reference as a text expression: column::text, col->'a'->>'b', a constant, or NULL."""
+    if ref is None:
+        return sa.null().cast(sa.Text)
+    if ref.value is not None:
+        return sa.literal(ref.value, sa.Text)
+    if not ref.path:
+        return sa.cast(t.c[ref.column], sa.Text)
+    return json_node(t, FieldRef(column=ref.column, path=ref.path[:-1]))[ref.path[-1]].astext
 
 
 def window_query(settings: Settings, start: datetime | None, end: datetime | None) -> sa.Select:
-    """SELECT of the raw frame (`RAW_SCHEMA`) for `start <= created_at < end`.
+    """SELECT of the raw frame (`raw_schema(settings.source_config)`) for `start <= time < end`.
 
-    `start`/`end` are tz-aware instants; both None selects the rows whose created_at IS NULL
+    Built from the source mapping; identifiers are quoted by SQLAlchemy and every field is
+    extracted by the server (json paths with -> / ->>), so only short text values cross the wire.
+    `start`/`end` are tz-aware instants; both None selects the rows whose time IS NULL
     (they belong to no window and are quarantined separately).
     """
-    c = settings.source_columns
+    src = settings.source_config
+    c = src.columns
     t = source_table(settings)
-    meta = t.c[c.metadata]
-    usage = meta["usage"]
-
-    def text(name: str | None) -> sa.ColumnElement:
-        return sa.cast(t.c[name], sa.Text) if name else sa.null().cast(sa.Text)
-
-    def path(keys: tuple[str, ...]) -> sa.ColumnElement:
-        node = usage
-        for k in keys[:-1]:
-            node = node[k]
-        return node[keys[-1]].astext
-
+    usage = src.tokens.usage
+    if usage is None:
+        usage_type = sa.literal("columns", sa.Text)
+    else:
+        usage_type = sa.func.jsonb_typeof(sa.cast(json_node(t, usage), JSONB))
     query = sa.select(
-        text(c.id).label("message_id"),
-        text(c.user_id).label("user_id"),
-        text(c.conversation_id).label("conversation_id"),
-        text(c.agent_id).label("agent_id"),
-        text(c.model).label("model"),
-        t.c[c.created_at].label("created_at"),
-        meta["status"].astext.label("status"),
-        sa.func.jsonb_typeof(usage).label("usage_type"),
-        *[path(keys).label(name) for name, keys in USAGE_FIELDS.items()],
-        meta[PAID_FIELD].astext.label("paid_amount"),
+        sa.cast(t.c[c.id], sa.Text).label("message_id"),
+        field_text(t, c.user).label("user_id"),
+        field_text(t, c.conversation).label("conversation_id"),
+        field_text(t, c.agent).label("agent_id"),
+        field_text(t, c.model).label("model"),
+        t.c[c.time].label("created_at"),
+        field_text(t, c.status).label("status"),
+        usage_type.label("usage_type"),
+        *[field_text(t, ref).label(slot) for slot, ref in src.tokens.refs().items()],
+        field_text(t, c.paid_amount).label("paid_amount"),
+        *[field_text(t, ref).label(DIMENSION_PREFIX + name) for name, ref in src.breakdowns.items()],
     )
-    ts = t.c[c.created_at]
+    ts = t.c[c.time]
     if start is None and end is None:
         return query.where(ts.is_(None))
     return query.where(ts >= start, ts < end)
@@ -120,5 +149,5 @@ def read_arrow(url: sa.URL, stmt: sa.ClauseElement, schema: dict[str, pl.DataTyp
 
 
 def read_window(settings: Settings, url: sa.URL, start: datetime | None, end: datetime | None) -> pl.DataFrame:
-    """Raw rows of one window (`RAW_SCHEMA`); see `window_query`."""
-    return read_arrow(url, window_query(settings, start, end), RAW_SCHEMA)
+    """Raw rows of one window (`raw_schema(settings.source_config)`); see `window_query`."""
+    return read_arrow(url, window_query(settings, start, end), raw_schema(settings.source_config))
