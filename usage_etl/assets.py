@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 import dagster as dg
 
-from usage_etl import partitions, pipeline
+from usage_etl import automation, db_errors, late_data, partitions, pipeline
 from usage_etl.config import Settings
 from usage_etl.pricing import load_price_book
 from usage_etl.resources import PostgresResource
@@ -45,7 +45,8 @@ def _run_each(context: dg.AssetExecutionContext, period_type: str, step: Callabl
     keys = context.partition_keys
     results = []
     for i, key in enumerate(keys, 1):
-        r = step(key)
+        with db_errors.classified(f"{period_type} partition {key}"):
+            r = step(key)
         results.append(r)
         context.log.info(
             f"{period_type} {key} ({i}/{len(keys)}): {r.users} users, {r.messages} messages, "
@@ -54,15 +55,21 @@ def _run_each(context: dg.AssetExecutionContext, period_type: str, step: Callabl
     return results
 
 
-def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
-    """The daily, weekly and monthly assets for `settings` (timezone, start date, schemas).
+def build_assets(settings: Settings, auto: automation.AutomationSettings | None = None) -> list[dg.AssetsDefinition]:
+    """The daily, weekly and monthly assets for `settings` (timezone, start date, schemas) and
+    `auto` (automation, retries, batch size; default: from the environment).
 
     The `db` resource supplies only the connection; everything else comes from `settings`.
     """
+    auto = auto or automation.AutomationSettings.from_env()
     PARTITIONS = partitions.build(settings)
     @dg.asset(
         partitions_def=PARTITIONS["daily"],
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=[late_data.RAW_KEY],
+        backfill_policy=automation.backfill_policy(auto),
+        retry_policy=db_errors.retry_policy(auto.retry_max, auto.retry_delay_seconds),
+        automation_condition=automation.daily_condition(settings, auto),
+        freshness_policy=automation.freshness_policy(settings, auto),
         group_name=GROUP,
         kinds={"polars", "postgres"},
         pool="usage_etl_db",
@@ -75,7 +82,7 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         results = _run_each(
             context,
             "daily",
-            lambda key: pipeline.run_daily(engine, url, settings, book, partitions.window(PARTITIONS["daily"], "daily", key)),
+            lambda key: late_data.materialize_day(engine, url, settings, book, partitions.window(PARTITIONS["daily"], "daily", key)),
         )
         unpartitioned = pipeline.quarantine_unpartitioned(engine, url, settings)
         return dg.MaterializeResult(
@@ -87,7 +94,9 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             name=f"{period_type}_user_usage",
             partitions_def=PARTITIONS[period_type],
             deps=[daily_user_usage],
-            backfill_policy=dg.BackfillPolicy.single_run(),
+            backfill_policy=automation.backfill_policy(auto),
+            retry_policy=db_errors.retry_policy(auto.retry_max, auto.retry_delay_seconds),
+            automation_condition=automation.rollup_condition(settings, auto),
             group_name=GROUP,
             kinds={"polars", "postgres"},
             pool="usage_etl_db",
