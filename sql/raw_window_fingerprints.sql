@@ -4,7 +4,7 @@
 -- and delete; xmin (the row version's transaction id, kept by VACUUM FREEZE) moves on update.
 -- version hashes the others (created_at as epoch microseconds: independent of the session TimeZone).
 -- {source}, {id}, {created_at} are identifiers quoted by SQLAlchemy; :tz is the IANA timezone.
-SELECT day, version, row_count, max_id, max_created_at, xmin_sum::text AS xmin_sum
+SELECT day, row_count, max_id, max_created_at, xmin_sum::text AS xmin_sum, version
 FROM (
     SELECT ({created_at} AT TIME ZONE :tz)::date AS day,
            count(*)                              AS row_count,

@@ -10,8 +10,9 @@ daemon ticks every 30 s; there is no loop or scheduler of our own.
   months over those days are requested on the same tick; the sensor emits the whole request as one
   backfill, which runs days before the weeks and months above them (oldest first within each).
 - **Failed partitions** stay "missing or failed" and are requested again on the next nightly tick.
-- **Late-arriving data.** `late_data` observes the raw source per day; a changed day of an already
-  materialized partition is requested at once, with its week and month.
+- **Late-arriving data.** `late_data` reports a day of the external raw asset as updated when its
+  rows changed after the day was materialized; such a day is requested at once, with its week and
+  month.
 - **Rollups** (weeks, months) also follow any other (re)materialization of one of their days, such as
   a manual run from the UI. They never run while a day of theirs is missing or in progress, and a
   new week or month with no day yet is not materialized (dagster issues #25723, #34094).

@@ -5,9 +5,11 @@ raw_window_fingerprints.sql`: row count, max id, max created_at, sum of row vers
 `raw_window_fingerprint` table, taken *before* the window is read, so a row arriving during the run
 makes the fingerprint differ rather than go unseen. A sensor computes the current fingerprints of
 the last `lookback` days in one grouped query (no full rescan, no jsonb parsing) and, for each
-materialized day whose fingerprint differs, records an `AssetObservation` of that day of the raw
-asset with the new data version. The daily asset's automation condition requests such a day at once,
-together with its week and month (see `automation`).
+materialized day whose fingerprint differs, reports that day of the external raw asset as updated
+(a runless `AssetMaterialization`, the usual way to tell Dagster that data outside it changed) with
+the new fingerprint as data version. The daily asset's automation condition requests such a day at
+once, together with its week and month (see `automation`), and the UI shows the day as unsynced
+("has a new dependency data version") until then.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ RAW_KEY = dg.AssetKey("raw_messages")
 SENSOR_NAME = "usage_etl_late_data"
 TABLE = "raw_window_fingerprint"
 FINGERPRINT = ["row_count", "max_id", "max_created_at", "xmin_sum"]
-FINGERPRINT_SCHEMA: dict[str, pl.DataType] = {
+FINGERPRINT_SCHEMA: dict[str, pl.DataType] = {  # in the order of sql/raw_window_fingerprints.sql
     "day": pl.Date(),
     "row_count": pl.Int64(),
     "max_id": pl.String(),
@@ -51,7 +53,8 @@ def raw_asset(settings: Settings, partitions_def: dg.PartitionsDefinition) -> dg
         group_name="usage",
         kinds={"postgres"},
         description=f"Raw messages in {pipeline.source_name(settings)}, written by the application. "
-        f"Observed by the `{SENSOR_NAME}` sensor: a changed day gets a new data version.",
+        f"The `{SENSOR_NAME}` sensor reports a day as updated when its rows change after the day was "
+        "materialized; the data version is the day's fingerprint.",
     )
 
 
@@ -79,10 +82,15 @@ def current_fingerprints(conn: sa.Connection, settings: Settings, first: date, e
     return pl.DataFrame([tuple(r) for r in rows], schema=FINGERPRINT_SCHEMA, orient="row")
 
 
+def _table(settings: Settings) -> sa.TableClause:
+    cols = ["source", "day", *FINGERPRINT, "recorded_at"]
+    return sa.table(TABLE, *[sa.column(c) for c in cols], schema=settings.schema)
+
+
 def recorded_fingerprints(conn: sa.Connection, settings: Settings, first: date, end: date) -> pl.DataFrame:
     """Fingerprints recorded at the latest materialization of days [first, end): `day`, the
     `FINGERPRINT` columns and `recorded_at` (Datetime us UTC)."""
-    t = store.reflect(conn, settings.schema, TABLE)
+    t = _table(settings)
     stmt = sa.select(
         t.c.day, t.c.row_count, t.c.max_id, t.c.max_created_at, sa.cast(t.c.xmin_sum, sa.Text).label("xmin_sum"), t.c.recorded_at
     ).where(t.c.source == pipeline.source_name(settings), t.c.day >= first, t.c.day < end)
@@ -116,7 +124,7 @@ def _lock_key(settings: Settings, day: date) -> sa.ColumnElement:
 
 def record(conn: sa.Connection, settings: Settings, day: date, fingerprint: pl.DataFrame) -> None:
     """Upsert the fingerprint of `day` (one row of `current_fingerprints`, or none: empty day)."""
-    t = store.reflect(conn, settings.schema, TABLE)
+    t = _table(settings)
     row = fingerprint.row(0, named=True) if fingerprint.height else {"row_count": 0, "max_id": None, "max_created_at": None, "xmin_sum": "0"}
     values = {"source": pipeline.source_name(settings), "day": day, **{c: row[c] for c in FINGERPRINT}, "recorded_at": sa.func.now()}
     stmt = insert(t).values(values)
@@ -153,10 +161,11 @@ def detect(engine: sa.Engine, settings: Settings, today: date, lookback_days: in
         return changed_days(current_fingerprints(conn, settings, first, today), recorded_fingerprints(conn, settings, first, today))
 
 
-def observations(changed: pl.DataFrame) -> list[dg.AssetObservation]:
-    """One observation of the raw asset per changed day, its data version the new fingerprint."""
+def updates(changed: pl.DataFrame) -> list[dg.AssetMaterialization]:
+    """One runless materialization of the raw asset per changed day, its data version the new
+    fingerprint (what the sensor daemon stores for a sensor's `asset_events`)."""
     return [
-        dg.AssetObservation(
+        dg.AssetMaterialization(
             asset_key=RAW_KEY,
             partition=row["day"].isoformat(),
             tags={DATA_VERSION_TAG: row["version"]},
@@ -172,7 +181,7 @@ def observations(changed: pl.DataFrame) -> list[dg.AssetObservation]:
 
 
 def build_sensor(settings: Settings, auto: AutomationSettings) -> dg.SensorDefinition:
-    """Every `late_data_interval_seconds`: observe the raw days changed since materialized.
+    """Every `late_data_interval_seconds`: report the raw days changed since materialized.
 
     Each (fingerprint, materialization) pair is reported once (the cursor remembers it), so a day
     is requested once per change; a day whose re-run failed is retried by the nightly tick.
@@ -197,6 +206,6 @@ def build_sensor(settings: Settings, auto: AutomationSettings) -> dg.SensorDefin
         if new.height == 0:
             return dg.SensorResult(skip_reason=f"no late-arriving data since {today - timedelta(days=auto.late_data_lookback_days)}", cursor=cursor)
         context.log.info(f"raw data changed after materialization: {', '.join(new['key'].to_list())}")
-        return dg.SensorResult(asset_events=observations(new), cursor=cursor)
+        return dg.SensorResult(asset_events=updates(new), cursor=cursor)
 
     return late_data_sensor
