@@ -148,9 +148,10 @@ def materialize_day(engine: sa.Engine, url: sa.URL, settings: Settings, book: Pr
             record(conn, settings, day, fingerprint)
             conn.commit()
         finally:
-            conn.rollback()
-            conn.execute(sa.select(sa.func.pg_advisory_unlock(_lock_key(settings, day))))
-            conn.commit()
+            if not conn.invalidated:  # a lost connection has released its session lock already
+                conn.rollback()
+                conn.execute(sa.select(sa.func.pg_advisory_unlock(_lock_key(settings, day))))
+                conn.commit()
     return result
 
 
