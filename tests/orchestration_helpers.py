@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 import sqlalchemy as sa
+from dagster._core.test_utils import freeze_time
 
 from usage_etl import assets, automation, late_data, partitions, sample
 from usage_etl.config import Settings
@@ -35,10 +36,11 @@ class Location:
         self.assets = assets.build_assets(settings, self.auto)
         self.daily, self.weekly, self.monthly = self.assets
         self.raw = late_data.raw_asset(settings, self.partitions["daily"])
-        self.late_sensor = late_data.build_sensor(settings, self.auto)
+        self.nightly_sensor = automation.build_nightly_sensor(settings, self.auto, self.partitions)
+        self.late_sensor = late_data.build_sensor(settings, self.auto, self.partitions)
         self.defs = dg.Definitions(
             assets=[self.raw, *self.assets],
-            sensors=[automation.automation_sensor(self.auto), self.late_sensor],
+            sensors=[self.nightly_sensor, self.late_sensor, automation.automation_sensor()],
             resources={"db": PostgresResource()},
         )
 
@@ -47,6 +49,43 @@ class Location:
 
     def requested(self, result: dg.EvaluateAutomationConditionsResult) -> dict[str, list[str]]:
         return {a.key.path[-1].split("_")[0]: sorted(result.get_requested_partitions(a.key)) for a in self.assets}
+
+    def sense(self, sensor: dg.SensorDefinition, inst: dg.DagsterInstance, when: datetime, cursor: str | None) -> dg.SensorResult:
+        """One evaluation of a sensor at `when`, as the daemon runs it (asset events stored)."""
+        with freeze_time(when):
+            ctx = dg.build_sensor_context(instance=inst, cursor=cursor, resources={"db": PostgresResource()}, definitions=self.defs)
+            result = sensor(ctx)
+            for event in result.asset_events:
+                inst.report_runless_asset_event(event)
+        return result
+
+    @staticmethod
+    def backfill(result: dg.SensorResult) -> dict[str, list[str]]:
+        """The partitions of the sensor's one backfill request ({} when it requested nothing)."""
+        if not result.run_requests:
+            return {}
+        [request] = result.run_requests
+        subset = request.asset_graph_subset
+        assert subset is not None, "expected a backfill request"
+        return {
+            g: sorted(subset.get_partitions_subset(k).get_partition_keys()) if k in subset.asset_keys else []
+            for g, k in automation.ASSET_KEYS.items()
+        }
+
+    def submit(self, inst: dg.DagsterInstance, result: dg.SensorResult) -> str:
+        """Store the sensor's backfill request in the instance, as the sensor daemon does."""
+        from dagster._core.execution.backfill import PartitionBackfill
+        from dagster._core.utils import make_new_backfill_id
+
+        [request] = result.run_requests
+        backfill_id = make_new_backfill_id()
+        inst.add_backfill(
+            PartitionBackfill.from_asset_graph_subset(
+                backfill_id=backfill_id, backfill_timestamp=0.0, tags=request.tags, dynamic_partitions_store=inst,
+                asset_graph_subset=request.asset_graph_subset, title=None, description=None, run_config=None,
+            )
+        )
+        return backfill_id
 
     def materialize(self, inst: dg.DagsterInstance, granularity: str, keys: list[str], **resources) -> dg.ExecuteInProcessResult:
         """One in-process run over the contiguous range keys[0]..keys[-1]."""

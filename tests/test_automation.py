@@ -1,15 +1,13 @@
-"""Nightly run, catch-up of missed days, retry of failed partitions and rollup gating, evaluated by
-Dagster's declarative automation against a real DagsterInstance (state recorded as events)."""
+"""Nightly run, catch-up of missed days, retry of failed partitions and rollup gating, evaluated
+against a real DagsterInstance (partition state recorded as events, the clock frozen)."""
 
 from __future__ import annotations
 
-import logging
 from datetime import date
 
 import dagster as dg
+import polars as pl
 import pytest
-from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
-from dagster._core.definitions.automation_tick_evaluation_context import AutomationTickEvaluationContext
 from dagster._core.test_utils import freeze_time, instance_for_test
 from orchestration_helpers import Location, utc
 
@@ -17,18 +15,11 @@ from usage_etl import automation
 from usage_etl.config import ConfigError, Settings
 from usage_etl.resources import PostgresResource
 
-NOTHING = {"daily": [], "weekly": [], "monthly": []}
-
 
 @pytest.fixture
 def inst():
     with instance_for_test() as instance:
         yield instance
-
-
-def evaluate(loc: Location, inst: dg.DagsterInstance, when, cursor=None):
-    with freeze_time(when):
-        return dg.evaluate_automation_conditions(loc.defs, inst, cursor=cursor)
 
 
 def test_nightly_tick_in_business_timezone_requests_yesterday_its_week_and_month(inst):
@@ -39,49 +30,21 @@ def test_nightly_tick_in_business_timezone_requests_yesterday_its_week_and_month
         loc.report(inst, "daily", [f"2026-10-{d:02d}" for d in range(1, 32)])
         loc.report(inst, "weekly", ["2026-09-28", "2026-10-05", "2026-10-12", "2026-10-19", "2026-10-26"])
         loc.report(inst, "monthly", ["2026-10-01"])
-    r = evaluate(loc, inst, utc(2026, 11, 2, 5, 0))  # first evaluation: nothing, sets the cursor
-    assert loc.requested(r) == NOTHING
-    r = evaluate(loc, inst, utc(2026, 11, 2, 5, 55), r.cursor)  # 00:55 local: before the tick
-    assert loc.requested(r) == NOTHING
-    r = evaluate(loc, inst, utc(2026, 11, 2, 6, 1), r.cursor)
-    # the new week 2026-11-02 has no day yet: not materialized empty (dagster #34094)
-    assert loc.requested(r) == {"daily": ["2026-11-01"], "weekly": ["2026-10-26"], "monthly": ["2026-11-01"]}
+    r = loc.sense(loc.nightly_sensor, inst, utc(2026, 11, 2, 5, 0), None)  # first evaluation starts the clock
+    assert loc.backfill(r) == {} and "first evaluation" in r.skip_reason.skip_message
+    r = loc.sense(loc.nightly_sensor, inst, utc(2026, 11, 2, 5, 55), r.cursor)  # 00:55 local
+    assert loc.backfill(r) == {}
+    r = loc.sense(loc.nightly_sensor, inst, utc(2026, 11, 2, 6, 1), r.cursor)
+    # one backfill; the new week 2026-11-02 has no day yet and is not materialized empty
+    assert loc.backfill(r) == {"daily": ["2026-11-01"], "weekly": ["2026-10-26"], "monthly": ["2026-11-01"]}
     with freeze_time(utc(2026, 11, 2, 6, 10)):
         loc.report(inst, "daily", ["2026-11-01"])
         loc.report(inst, "weekly", ["2026-10-26"])
         loc.report(inst, "monthly", ["2026-11-01"])
-    r = evaluate(loc, inst, utc(2026, 11, 2, 6, 20), r.cursor)
-    assert loc.requested(r) == NOTHING  # done for the night: no second run of the rollups
-    r = evaluate(loc, inst, utc(2026, 11, 3, 6, 1), r.cursor)
-    assert loc.requested(r) == {"daily": ["2026-11-02"], "weekly": ["2026-11-02"], "monthly": ["2026-11-01"]}
-
-
-def _tick(loc: Location, inst: dg.DagsterInstance, when, cursor: AssetDaemonCursor):
-    """One tick of the automation sensor as the daemon runs it (emit_backfills=True)."""
-    with freeze_time(when):
-        ctx = AutomationTickEvaluationContext(
-            evaluation_id=cursor.evaluation_id + 1,
-            instance=inst,
-            asset_graph=loc.defs.resolve_asset_graph(),
-            cursor=cursor,
-            materialize_run_tags={},
-            observe_run_tags={},
-            auto_observe_asset_keys=set(),
-            asset_selection=dg.AssetSelection.groups("usage"),
-            logger=logging.getLogger("test"),
-            emit_backfills=True,
-        )
-        run_requests, new_cursor, _ = ctx.evaluate()
-    return run_requests, new_cursor
-
-
-def _backfill_partitions(loc: Location, request: dg.RunRequest) -> dict[str, list[str]]:
-    subset = request.asset_graph_subset
-    assert subset is not None, "expected a backfill request"
-    return {
-        a.key.path[-1].split("_")[0]: sorted(subset.get_partitions_subset(a.key).get_partition_keys()) if a.key in subset.asset_keys else []
-        for a in loc.assets
-    }
+    r = loc.sense(loc.nightly_sensor, inst, utc(2026, 11, 2, 6, 20), r.cursor)
+    assert loc.backfill(r) == {}  # once per night
+    r = loc.sense(loc.nightly_sensor, inst, utc(2026, 11, 3, 6, 1), r.cursor)
+    assert loc.backfill(r) == {"daily": ["2026-11-02"], "weekly": ["2026-11-02"], "monthly": ["2026-11-01"]}
 
 
 def test_ten_missed_days_are_caught_up_in_one_backfill_and_a_failed_day_is_retried_next_tick(inst, db_url):
@@ -90,12 +53,11 @@ def test_ten_missed_days_are_caught_up_in_one_backfill_and_a_failed_day_is_retri
         loc.report(inst, "daily", [f"2026-10-{d:02d}" for d in range(1, 23)])
         loc.report(inst, "weekly", ["2026-09-28", "2026-10-05", "2026-10-12", "2026-10-19"])
         loc.report(inst, "monthly", ["2026-10-01"])
-    requests, cursor = _tick(loc, inst, utc(2026, 10, 23, 0, 30), AssetDaemonCursor.empty())
-    assert requests == []
-    # The daemon is down from 2026-10-23 00:30 to 2026-11-02 01:05 (ten nightly ticks missed).
-    requests, cursor = _tick(loc, inst, utc(2026, 11, 2, 1, 5), cursor)
-    assert len(requests) == 1  # one backfill: the days, then the weeks and months over them
-    assert _backfill_partitions(loc, requests[0]) == {
+    r = loc.sense(loc.nightly_sensor, inst, utc(2026, 10, 23, 0, 30), None)
+    # The daemon is down from 2026-10-23 00:30 to 2026-11-02 01:05: ten nightly ticks missed.
+    r = loc.sense(loc.nightly_sensor, inst, utc(2026, 11, 2, 1, 5), r.cursor)
+    assert len(r.run_requests) == 1
+    assert loc.backfill(r) == {
         "daily": [f"2026-10-{d}" for d in range(23, 32)] + ["2026-11-01"],
         "weekly": ["2026-10-19", "2026-10-26"],  # not 2026-11-02: no day of it exists yet
         "monthly": ["2026-10-01", "2026-11-01"],
@@ -106,27 +68,40 @@ def test_ten_missed_days_are_caught_up_in_one_backfill_and_a_failed_day_is_retri
         loc.report(inst, "weekly", ["2026-10-19"])
         loc.report(inst, "monthly", ["2026-11-01"])
         missing_db = db_url.set(database="usage_etl_no_such_db").render_as_string(hide_password=False)
-        failed = loc.materialize(inst, "daily", ["2026-10-30"], db=PostgresResource(database_url=missing_db))
-    assert not failed.success
-    requests, cursor = _tick(loc, inst, utc(2026, 11, 2, 12, 0), cursor)
-    assert requests == []  # the failed day waits for the next nightly tick; its week waits for it
-    requests, cursor = _tick(loc, inst, utc(2026, 11, 3, 1, 5), cursor)
-    assert len(requests) == 1
-    assert _backfill_partitions(loc, requests[0]) == {
+        assert not loc.materialize(inst, "daily", ["2026-10-30"], db=PostgresResource(database_url=missing_db)).success
+    r = loc.sense(loc.nightly_sensor, inst, utc(2026, 11, 2, 12, 0), r.cursor)
+    assert loc.backfill(r) == {}  # the failed day waits for the next nightly tick
+    r = loc.sense(loc.nightly_sensor, inst, utc(2026, 11, 3, 1, 5), r.cursor)
+    assert loc.backfill(r) == {
         "daily": ["2026-10-30", "2026-11-02"],
         "weekly": ["2026-10-26", "2026-11-02"],
         "monthly": ["2026-10-01", "2026-11-01"],
     }
 
 
-def test_sixty_missed_days_since_the_start_date_are_requested_at_once(inst):
+def test_sixty_missed_days_since_the_start_date_and_an_unfinished_backfill(inst):
     loc = Location(Settings(start_date=date(2026, 9, 1)))
-    r = evaluate(loc, inst, utc(2026, 10, 31, 0, 30))
-    r = evaluate(loc, inst, utc(2026, 10, 31, 1, 5), r.cursor)
-    req = loc.requested(r)
+    r = loc.sense(loc.nightly_sensor, inst, utc(2026, 10, 31, 0, 30), None)
+    r = loc.sense(loc.nightly_sensor, inst, utc(2026, 10, 31, 1, 5), r.cursor)
+    req = loc.backfill(r)
     assert len(req["daily"]) == 60 and (req["daily"][0], req["daily"][-1]) == ("2026-09-01", "2026-10-30")
     assert req["weekly"] == ["2026-08-31", "2026-09-07", "2026-09-14", "2026-09-21", "2026-09-28", "2026-10-05", "2026-10-12", "2026-10-19", "2026-10-26"]
     assert req["monthly"] == ["2026-09-01", "2026-10-01"]
+    loc.submit(inst, r)  # still running at the next tick: only the new day is requested
+    r = loc.sense(loc.nightly_sensor, inst, utc(2026, 11, 1, 1, 5), r.cursor)
+    assert loc.backfill(r) == {"daily": ["2026-10-31"], "weekly": [], "monthly": []}
+
+
+def test_plan_gates_weeks_and_months_on_their_days():
+    keys = [f"2026-06-{d:02d}" for d in range(1, 15)]  # Mon 1 .. Sun 14: weeks 06-01 and 06-08
+    status = {"2026-06-03": "failed", "2026-06-09": "running", "2026-06-10": None}
+    daily = pl.DataFrame({"key": keys, "status": [status.get(k, "materialized") for k in keys]}, schema=automation.STATUS_SCHEMA)
+    weekly = pl.DataFrame({"key": ["2026-06-01", "2026-06-08", "2026-06-15"], "status": ["materialized", "materialized", None]}, schema=automation.STATUS_SCHEMA)
+    monthly = pl.DataFrame({"key": ["2026-06-01"], "status": ["materialized"]}, schema=automation.STATUS_SCHEMA)
+    # late data on the 2nd: its week still has a failed day, so only the day runs
+    assert automation.plan(daily, weekly, monthly, missing=False, days=["2026-06-02"]) == {"daily": ["2026-06-02"], "weekly": [], "monthly": []}
+    # nightly: the failed and the missing day run; week 06-08 waits for the running 9th
+    assert automation.plan(daily, weekly, monthly, missing=True) == {"daily": ["2026-06-03", "2026-06-10"], "weekly": ["2026-06-01"], "monthly": []}
 
 
 def test_a_manually_rerun_day_is_followed_by_its_week_and_month_only(inst):
@@ -135,21 +110,23 @@ def test_a_manually_rerun_day_is_followed_by_its_week_and_month_only(inst):
         loc.report(inst, "daily", [f"2026-10-{d:02d}" for d in range(1, 20)])
         loc.report(inst, "weekly", ["2026-09-28", "2026-10-05", "2026-10-12", "2026-10-19"])
         loc.report(inst, "monthly", ["2026-10-01"])
-    r = evaluate(loc, inst, utc(2026, 10, 20, 9, 30))
+    with freeze_time(utc(2026, 10, 20, 9, 30)):
+        r = dg.evaluate_automation_conditions(loc.defs, inst)
     with freeze_time(utc(2026, 10, 20, 10)):
         loc.report(inst, "daily", ["2026-10-07"])  # e.g. from the UI's Materialize dialog
-    r = evaluate(loc, inst, utc(2026, 10, 20, 10, 1), r.cursor)
+    with freeze_time(utc(2026, 10, 20, 10, 1)):
+        r = dg.evaluate_automation_conditions(loc.defs, inst, cursor=r.cursor)
     assert loc.requested(r) == {"daily": [], "weekly": ["2026-10-05"], "monthly": ["2026-10-01"]}
     with freeze_time(utc(2026, 10, 20, 10, 5)):
         loc.report(inst, "weekly", ["2026-10-05"])
         loc.report(inst, "monthly", ["2026-10-01"])
-    r = evaluate(loc, inst, utc(2026, 10, 20, 10, 6), r.cursor)
-    assert loc.requested(r) == NOTHING
+    with freeze_time(utc(2026, 10, 20, 10, 6)):
+        r = dg.evaluate_automation_conditions(loc.defs, inst, cursor=r.cursor)
+    assert loc.requested(r) == {"daily": [], "weekly": [], "monthly": []}
 
 
 def test_daily_asset_declares_its_freshness_deadline_and_batching():
-    settings = Settings(timezone="Europe/Berlin")
-    loc = Location(settings, automation.AutomationSettings(nightly_cron="30 0 * * *", fresh_by_cron="0 3 * * *", batch_size=7))
+    loc = Location(Settings(timezone="Europe/Berlin"), automation.AutomationSettings(nightly_cron="30 0 * * *", fresh_by_cron="0 3 * * *", batch_size=7))
     policy = loc.daily.specs_by_key[loc.daily.key].freshness_policy
     assert isinstance(policy, dg.FreshnessPolicy)
     assert (policy.deadline_cron, policy.timezone, policy.lower_bound_delta.total_seconds()) == ("0 3 * * *", "Europe/Berlin", 2.5 * 3600)

@@ -31,6 +31,18 @@ def _wait_for(url: sa.URL, sql: str, expected: int, timeout: float = 30.0) -> No
             time.sleep(0.05)
 
 
+def _run_in_thread(loc: Location, day: str, results: list) -> threading.Thread:
+    """A run of one day in its own thread, with an instance of its own (created and disposed there)."""
+
+    def run() -> None:
+        with dg.DagsterInstance.ephemeral() as inst:
+            results.append(loc.materialize(inst, "daily", [day]))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 def _step_events(result: dg.ExecuteInProcessResult, event_type: dg.DagsterEventType) -> list:
     return [e for e in result.all_events if e.event_type == event_type]
 
@@ -48,12 +60,7 @@ def test_two_concurrent_runs_of_one_day_leave_exact_totals(engine, settings, db_
     with engine.connect() as holder:  # hold the day's lock so that both runs are surely in flight
         holder.execute(sa.select(sa.func.pg_advisory_lock(key)))
         holder.commit()
-        threads = [
-            threading.Thread(target=lambda: results.append(loc.materialize(dg.DagsterInstance.ephemeral(), "daily", ["2026-05-04"])))
-            for _ in range(2)
-        ]
-        for t in threads:
-            t.start()
+        threads = [_run_in_thread(loc, "2026-05-04", results) for _ in range(2)]
         _wait_for(db_url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted", 2)
         holder.execute(sa.select(sa.func.pg_advisory_unlock(key)))
         holder.commit()
@@ -75,15 +82,13 @@ def test_transient_error_is_retried_with_backoff(engine, settings, db_url):
     results: list[dg.ExecuteInProcessResult] = []
     with psycopg.connect(_libpq(db_url)) as blocker:
         blocker.execute("LOCK TABLE chat_messages IN ACCESS EXCLUSIVE MODE")  # e.g. a migration
-        with dg.instance_for_test() as inst:
-            run = threading.Thread(target=lambda: results.append(loc.materialize(inst, "daily", ["2026-05-04"])))
-            run.start()
-            waiting = f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{db_url.database}' AND wait_event_type = 'Lock'"
-            _wait_for(db_url, waiting, 1)
-            with psycopg.connect(_libpq(db_url), autocommit=True) as admin:  # the server drops the connection
-                admin.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db_url.database}' AND wait_event_type = 'Lock'")
-            blocker.rollback()
-            run.join(120)
+        run = _run_in_thread(loc, "2026-05-04", results)
+        waiting = f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{db_url.database}' AND wait_event_type = 'Lock'"
+        _wait_for(db_url, waiting, 1)
+        with psycopg.connect(_libpq(db_url), autocommit=True) as admin:  # the server drops the connection
+            admin.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db_url.database}' AND wait_event_type = 'Lock'")
+        blocker.rollback()
+        run.join(120)
     [result] = results
     assert result.success
     assert len(_step_events(result, dg.DagsterEventType.STEP_UP_FOR_RETRY)) == 1

@@ -55,5 +55,5 @@ def test_code_location_loads_with_its_sensors():
 
     dg.Definitions.validate_loadable(defs)
     repo = defs.get_repository_def()
-    assert {s.name for s in repo.sensor_defs} == {"usage_etl_automation", "usage_etl_late_data"}
+    assert {s.name for s in repo.sensor_defs} == {"usage_etl_nightly", "usage_etl_late_data", "usage_etl_automation"}
     assert {k.path[-1] for k in repo.asset_graph.get_all_asset_keys()} == {"raw_messages", "daily_user_usage", "weekly_user_usage", "monthly_user_usage"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-import dagster as dg
 import polars as pl
 import sqlalchemy as sa
 from dagster._core.test_utils import freeze_time, instance_for_test
@@ -13,18 +12,8 @@ from orchestration_helpers import Location, insert, message, totals, user_id, ut
 
 from usage_etl import late_data
 from usage_etl.config import Settings
-from usage_etl.resources import PostgresResource
 
 ALICE, BOB = user_id(1), user_id(2)
-
-
-def _sense(loc: Location, inst: dg.DagsterInstance, when, cursor: str | None) -> dg.SensorResult:
-    with freeze_time(when):
-        ctx = dg.build_sensor_context(instance=inst, cursor=cursor, resources={"db": PostgresResource()})
-        result = loc.late_sensor(ctx)
-    for event in result.asset_events:  # what the sensor daemon stores
-        inst.report_runless_asset_event(event)
-    return result
 
 
 def test_late_row_rematerializes_exactly_its_day_week_and_month(engine, settings):
@@ -36,44 +25,37 @@ def test_late_row_rematerializes_exactly_its_day_week_and_month(engine, settings
         message(3, 2, utc(2026, 11, 9, 10), 200, 20, conversation=2),
         message(4, 1, utc(2026, 11, 10, 8), 100, 10),
     ])
-    days = [f"2026-11-{d:02d}" for d in range(1, 12)]
     with instance_for_test() as inst:
         with freeze_time(utc(2026, 11, 12, 0, 20)):
-            assert loc.materialize(inst, "daily", days).success
+            assert loc.materialize(inst, "daily", [f"2026-11-{d:02d}" for d in range(1, 12)]).success
             assert loc.materialize(inst, "weekly", ["2026-10-26", "2026-11-09"]).success
             assert loc.materialize(inst, "monthly", ["2026-11-01"]).success
         assert totals(engine, s, "weekly")[("2026-11-09", ALICE)] == (330, 3)
-        with freeze_time(utc(2026, 11, 12, 0, 30)):
-            auto = dg.evaluate_automation_conditions(loc.defs, inst)
-        first = _sense(loc, inst, utc(2026, 11, 12, 0, 31), None)
-        assert first.asset_events == [] and first.skip_reason is not None
+        first = loc.sense(loc.late_sensor, inst, utc(2026, 11, 12, 0, 31), None)
+        assert first.run_requests == [] and first.asset_events == []
 
         # A phone syncs two days late into 2026-11-09; another row lands 10 days back, outside
         # the 7-day lookback, and is deliberately not looked at.
         insert(engine, s, [message(5, 1, utc(2026, 11, 9, 23, 59), 1000, 100), message(6, 2, utc(2026, 11, 2, 12), 7, 7)])
-        found = _sense(loc, inst, utc(2026, 11, 12, 0, 40), first.cursor)
-        assert [(e.asset_key, e.partition) for e in found.asset_events] == [(late_data.RAW_KEY, "2026-11-09")]
-        assert (found.asset_events[0].metadata["rows"].value, found.asset_events[0].metadata["rows_at_materialization"].value) == (4, 3)
-        again = _sense(loc, inst, utc(2026, 11, 12, 0, 45), found.cursor)
-        assert again.asset_events == []  # reported once per change
-
-        with freeze_time(utc(2026, 11, 12, 0, 46)):
-            auto = dg.evaluate_automation_conditions(loc.defs, inst, cursor=auto.cursor)
-        requested = loc.requested(auto)
+        found = loc.sense(loc.late_sensor, inst, utc(2026, 11, 12, 0, 40), first.cursor)
+        requested = loc.backfill(found)
         assert requested == {"daily": ["2026-11-09"], "weekly": ["2026-11-09"], "monthly": ["2026-11-01"]}
-        with freeze_time(utc(2026, 11, 12, 0, 50)):
+        [update] = found.asset_events  # the raw day, reported as changed for the UI
+        assert (update.asset_key, update.partition) == (late_data.RAW_KEY, "2026-11-09")
+        assert (update.metadata["rows"].value, update.metadata["rows_at_materialization"].value) == (4, 3)
+        again = loc.sense(loc.late_sensor, inst, utc(2026, 11, 12, 0, 45), found.cursor)
+        assert again.run_requests == []  # requested once per change
+
+        with freeze_time(utc(2026, 11, 12, 0, 50)):  # what the backfill runs, days first
             for granularity in ("daily", "weekly", "monthly"):
                 assert loc.materialize(inst, granularity, requested[granularity]).success
-
         assert totals(engine, s, "daily")[("2026-11-09", ALICE)] == (1320, 3)  # 2 x 110 + 1100
         assert totals(engine, s, "daily")[("2026-11-09", BOB)] == (220, 1)
         assert totals(engine, s, "weekly")[("2026-11-09", ALICE)] == (1430, 4)  # + 110 on the 10th
         assert totals(engine, s, "monthly")[("2026-11-01", ALICE)] == (1430, 4)
         assert totals(engine, s, "monthly")[("2026-11-01", BOB)] == (220, 1)  # the 2nd was not re-read
-        with freeze_time(utc(2026, 11, 12, 0, 55)):
-            auto = dg.evaluate_automation_conditions(loc.defs, inst, cursor=auto.cursor)
-        assert loc.requested(auto) == {"daily": [], "weekly": [], "monthly": []}
-        assert _sense(loc, inst, utc(2026, 11, 12, 0, 56), again.cursor).asset_events == []
+        done = loc.sense(loc.late_sensor, inst, utc(2026, 11, 12, 0, 56), again.cursor)
+        assert done.run_requests == [] and "none" in done.skip_reason.skip_message
 
 
 def test_fingerprint_sees_updates_and_deletes_and_ignores_other_days(engine, settings):

@@ -10,6 +10,10 @@ AUTOMATION = automation.AutomationSettings.from_env()
 
 defs = dg.Definitions(
     assets=[late_data.raw_asset(SETTINGS, PARTITIONS["daily"]), *USAGE_ASSETS],
-    sensors=[automation.automation_sensor(AUTOMATION), late_data.build_sensor(SETTINGS, AUTOMATION)],
+    sensors=[
+        automation.build_nightly_sensor(SETTINGS, AUTOMATION, PARTITIONS),
+        late_data.build_sensor(SETTINGS, AUTOMATION, PARTITIONS),
+        automation.automation_sensor(),
+    ],
     resources={"db": PostgresResource()},
 )

@@ -5,11 +5,10 @@ raw_window_fingerprints.sql`: row count, max id, max created_at, sum of row vers
 `raw_window_fingerprint` table, taken *before* the window is read, so a row arriving during the run
 makes the fingerprint differ rather than go unseen. A sensor computes the current fingerprints of
 the last `lookback` days in one grouped query (no full rescan, no jsonb parsing) and, for each
-materialized day whose fingerprint differs, reports that day of the external raw asset as updated
-(a runless `AssetMaterialization`, the usual way to tell Dagster that data outside it changed) with
-the new fingerprint as data version. The daily asset's automation condition requests such a day at
-once, together with its week and month (see `automation`), and the UI shows the day as unsynced
-("has a new dependency data version") until then.
+materialized day whose fingerprint differs, requests one backfill of those days and the weeks
+and months over them (the same plan and gate as the nightly run, `automation.plan`), and reports
+each such day of the external raw asset as updated (a runless `AssetMaterialization` with the new
+fingerprint as data version), so the UI shows what changed and when.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from sqlalchemy.dialects.postgresql import insert
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from dagster._time import get_current_datetime
 
-from usage_etl import pipeline, store
+from usage_etl import automation, pipeline, store
 from usage_etl.automation import AutomationSettings
 from usage_etl.config import Settings
 from usage_etl.migrations import read_sql
@@ -181,32 +180,43 @@ def updates(changed: pl.DataFrame) -> list[dg.AssetMaterialization]:
     ]
 
 
-def build_sensor(settings: Settings, auto: AutomationSettings) -> dg.SensorDefinition:
-    """Every `late_data_interval_seconds`: report the raw days changed since materialized.
+def build_sensor(settings: Settings, auto: AutomationSettings, parts: dict[str, dg.TimeWindowPartitionsDefinition]) -> dg.SensorDefinition:
+    """Every `late_data_interval_seconds`: one backfill of the days whose raw rows changed since
+    they were materialized, with their weeks and months (`automation.plan`), and a runless
+    materialization of each such day of the raw asset for the UI.
 
-    Each (fingerprint, materialization) pair is reported once (the cursor remembers it), so a day
-    is requested once per change; a day whose re-run failed is retried by the nightly tick.
+    Each (fingerprint, materialization) pair is requested once (the cursor remembers it); a day
+    that is running now is left for the next tick, one whose re-run failed for the nightly tick.
     """
 
     @dg.sensor(
         name=SENSOR_NAME,
+        asset_selection=automation.TARGET,
         minimum_interval_seconds=auto.late_data_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Late-arriving data: compares the raw source's per-day fingerprint of the last "
         f"{auto.late_data_lookback_days} days with the one recorded when each day was materialized.",
     )
-    def late_data_sensor(context: dg.SensorEvaluationContext, db: PostgresResource) -> dg.SensorResult:
-        today = get_current_datetime(settings.timezone).date()
-        changed = detect(db.engine, settings, today, auto.late_data_lookback_days).with_columns(
-            token=pl.col("version") + pl.lit("@") + pl.col("recorded_at").dt.to_string("%Y-%m-%dT%H:%M:%S%.f")
+    def usage_etl_late_data(context: dg.SensorEvaluationContext, db: PostgresResource) -> dg.SensorResult:
+        now = get_current_datetime(settings.timezone)
+        changed = detect(db.engine, settings, now.date(), auto.late_data_lookback_days).with_columns(
+            key=pl.col("day").dt.to_string("%Y-%m-%d"),
+            token=pl.col("version") + pl.lit("@") + pl.col("recorded_at").dt.to_string("%Y-%m-%dT%H:%M:%S%.f"),
         )
-        seen = json.loads(context.cursor or "{}")
-        days = changed.with_columns(key=pl.col("day").dt.to_string("%Y-%m-%d"))
-        new = days.filter(pl.col("token") != pl.col("key").replace_strict(seen, default="", return_dtype=pl.String))
-        cursor = json.dumps(dict(days.select("key", "token").iter_rows()))
-        if new.height == 0:
-            return dg.SensorResult(skip_reason=f"no late-arriving data since {today - timedelta(days=auto.late_data_lookback_days)}", cursor=cursor)
-        context.log.info(f"raw data changed after materialization: {', '.join(new['key'].to_list())}")
-        return dg.SensorResult(asset_events=updates(new), cursor=cursor)
+        seen: dict[str, str] = json.loads(context.cursor or "{}")
+        new = changed.filter(pl.col("token") != pl.col("key").replace_strict(seen, default="", return_dtype=pl.String))
+        wanted = automation.plan(**automation.statuses(context.instance, parts, now), missing=False, days=new["key"].to_list())
+        requested = new.filter(pl.col("key").is_in(wanted["daily"]))
+        # remember what was requested; a day skipped because it is running is looked at again
+        cursor = json.dumps({**{k: v for k, v in seen.items() if k in set(changed["key"])}, **dict(requested.select("key", "token").iter_rows())})
+        if requested.height == 0:
+            why = "running now" if new.height else "none"
+            return dg.SensorResult(skip_reason=f"late-arriving data since {now.date() - timedelta(days=auto.late_data_lookback_days)}: {why}", cursor=cursor)
+        context.log.info(f"raw rows changed after materialization; backfill of {automation.describe(wanted)}")
+        return dg.SensorResult(
+            run_requests=[automation.backfill_request(parts, wanted, {"usage_etl/trigger": "late_data"})],
+            asset_events=updates(requested),
+            cursor=cursor,
+        )
 
-    return late_data_sensor
+    return usage_etl_late_data
