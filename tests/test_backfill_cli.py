@@ -4,6 +4,7 @@ instance of DAGSTER_HOME; `--submit` records one Dagster backfill for the daemon
 from __future__ import annotations
 
 import re
+from datetime import date
 
 import dagster as dg
 import pytest
@@ -11,7 +12,7 @@ from click.testing import CliRunner
 from dagster._core.execution.backfill import BulkActionStatus
 from orchestration_helpers import insert, message, totals, user_id, utc
 
-from usage_etl import runs
+from usage_etl import partitions, runs
 from usage_etl.cli import main
 
 ALICE, BOB = user_id(1), user_id(2)
@@ -72,3 +73,32 @@ def test_submit_records_one_backfill_for_the_daemon(db_url, dagster_home):
         "weekly_user_usage": 5,  # 2026-01-26 .. 2026-02-23
         "monthly_user_usage": 1,
     }
+
+
+def test_daemon_accepts_a_backfill_with_the_week_and_month_in_progress(db_url):
+    """The backfill daemon's first iteration over days, their week and month in progress: the
+    rollups depend only on the days that exist so far, so the daemon plans instead of failing
+    ("depends on non-existent partitions")."""
+    import logging
+    from pathlib import Path
+
+    from dagster._core.test_utils import create_test_daemon_workspace_context, instance_for_test
+    from dagster._core.workspace.load_target import ModuleTarget
+    from dagster._daemon.backfill import execute_backfill_iteration
+
+    daily = runs.PARTITIONS["daily"]
+    last = daily.get_last_partition_key()  # yesterday: its week and month are in progress (unless they end with it)
+    week = partitions.week_start(date.fromisoformat(last)).isoformat()
+    month = date.fromisoformat(last).replace(day=1).isoformat()
+    days = [k for k in daily.get_partition_keys() if k >= week]
+    queued = {"run_coordinator": {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"}}
+    with instance_for_test(overrides=queued) as inst:
+        backfill_id = runs.submit_backfill({"daily": days, "weekly": [week], "monthly": [month]}, inst=inst)
+        target = ModuleTarget(module_name="usage_etl.definitions", attribute=None, working_directory=str(Path(__file__).parent.parent), location_name="usage_etl")
+        with create_test_daemon_workspace_context(target, inst) as ctx:
+            errors = [e for e in execute_backfill_iteration(ctx, logging.getLogger("backfill")) if e is not None]
+        assert errors == []
+        [run] = inst.get_runs()  # the days first, as one run; the rollups wait for them
+        assert run.tags["dagster/backfill"] == backfill_id
+        assert (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]) == (days[0], last)
+        assert run.asset_selection == {dg.AssetKey("daily_user_usage")}

@@ -92,7 +92,8 @@ def build_assets(settings: Settings, auto: automation.AutomationSettings | None 
         @dg.asset(
             name=f"{period_type}_user_usage",
             partitions_def=PARTITIONS[period_type],
-            deps=[daily_user_usage],
+            # a week or month in progress depends on its days that exist so far
+            deps=[dg.AssetDep(daily_user_usage, partition_mapping=dg.TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True))],
             backfill_policy=automation.backfill_policy(auto),
             retry_policy=db_errors.retry_policy(auto.retry_max, auto.retry_delay_seconds),
             automation_condition=automation.rollup_condition(),
