@@ -12,11 +12,12 @@ from orchestration_helpers import Location, insert, message, totals, user_id, ut
 
 from usage_etl import late_data
 from usage_etl.config import Settings
+from usage_etl.resources import PostgresResource
 
 ALICE, BOB = user_id(1), user_id(2)
 
 
-def test_late_row_rematerializes_exactly_its_day_week_and_month(engine, settings):
+def test_late_row_rematerializes_exactly_its_day_week_and_month(engine, settings, db_url):
     s = Settings(**{**settings.__dict__, "start_date": date(2026, 11, 1)})
     loc = Location(s)
     insert(engine, s, [
@@ -32,19 +33,20 @@ def test_late_row_rematerializes_exactly_its_day_week_and_month(engine, settings
             assert loc.materialize(inst, "monthly", ["2026-11-01"]).success
         assert totals(engine, s, "weekly")[("2026-11-09", ALICE)] == (330, 3)
         first = loc.sense(loc.late_sensor, inst, utc(2026, 11, 12, 0, 31), None)
-        assert first.run_requests == [] and first.asset_events == []
+        assert first.run_requests == [] and first.asset_events == [] and first.skip_reason.skip_message.endswith(": none")
 
         # A phone syncs two days late into 2026-11-09; another row lands 10 days back, outside
         # the 7-day lookback, and is deliberately not looked at.
         insert(engine, s, [message(5, 1, utc(2026, 11, 9, 23, 59), 1000, 100), message(6, 2, utc(2026, 11, 2, 12), 7, 7)])
-        found = loc.sense(loc.late_sensor, inst, utc(2026, 11, 12, 0, 40), first.cursor)
+        found = loc.sense(loc.late_sensor, inst, utc(2026, 11, 12, 0, 40), None)
         requested = loc.backfill(found)
         assert requested == {"daily": ["2026-11-09"], "weekly": ["2026-11-09"], "monthly": ["2026-11-01"]}
         [update] = found.asset_events  # the raw day, reported as changed for the UI
         assert (update.asset_key, update.partition) == (late_data.RAW_KEY, "2026-11-09")
         assert (update.metadata["rows"].value, update.metadata["rows_at_materialization"].value) == (4, 3)
-        again = loc.sense(loc.late_sensor, inst, utc(2026, 11, 12, 0, 45), found.cursor)
-        assert again.run_requests == []  # requested once per change
+        loc.submit(inst, found)  # the sensor daemon records the backfill
+        again = loc.sense(loc.late_sensor, inst, utc(2026, 11, 12, 0, 45), None)
+        assert again.run_requests == [] and "1 changed, running or failed" in again.skip_reason.skip_message
 
         with freeze_time(utc(2026, 11, 12, 0, 50)):  # what the backfill runs, days first
             for granularity in ("daily", "weekly", "monthly"):
@@ -54,8 +56,16 @@ def test_late_row_rematerializes_exactly_its_day_week_and_month(engine, settings
         assert totals(engine, s, "weekly")[("2026-11-09", ALICE)] == (1430, 4)  # + 110 on the 10th
         assert totals(engine, s, "monthly")[("2026-11-01", ALICE)] == (1430, 4)
         assert totals(engine, s, "monthly")[("2026-11-01", BOB)] == (220, 1)  # the 2nd was not re-read
-        done = loc.sense(loc.late_sensor, inst, utc(2026, 11, 12, 0, 56), again.cursor)
-        assert done.run_requests == [] and "none" in done.skip_reason.skip_message
+        done = loc.sense(loc.late_sensor, inst, utc(2026, 11, 12, 0, 56), None)
+        assert done.run_requests == [] and done.skip_reason.skip_message.endswith(": none")
+
+        # a day whose latest run failed is the nightly run's (retried once a night, not hourly)
+        insert(engine, s, [message(7, 2, utc(2026, 11, 10, 9), 1, 1)])
+        with freeze_time(utc(2026, 11, 12, 0, 58)):
+            broken = db_url.set(database="usage_etl_no_such_db").render_as_string(hide_password=False)
+            assert not loc.materialize(inst, "daily", ["2026-11-10"], db=PostgresResource(database_url=broken)).success
+        left = loc.sense(loc.late_sensor, inst, utc(2026, 11, 12, 0, 59), None)
+        assert left.run_requests == [] and "1 changed, running or failed" in left.skip_reason.skip_message
 
 
 def test_fingerprint_sees_updates_and_deletes_and_ignores_other_days(engine, settings):

@@ -189,7 +189,7 @@ def build_nightly_sensor(settings: Settings, auto: AutomationSettings, parts: di
             return dg.SensorResult(skip_reason=f"waiting for the nightly tick after {tick.isoformat()}", cursor=cursor)
         wanted = plan(**statuses(context.instance, parts, now), missing=True)
         if not any(wanted.values()):
-            return dg.SensorResult(skip_reason=f"nightly tick {tick.isoformat()}: every partition is materialized", cursor=cursor)
+            return dg.SensorResult(skip_reason=f"nightly tick {tick.isoformat()}: nothing to run (every partition is materialized or running)", cursor=cursor)
         context.log.info(f"nightly tick {tick.isoformat()}: backfill of {describe(wanted)}")
         return dg.SensorResult(run_requests=[backfill_request(parts, wanted, {"usage_etl/trigger": "nightly"})], cursor=cursor)
 

@@ -13,15 +13,14 @@ fingerprint as data version), so the UI shows what changed and when.
 
 from __future__ import annotations
 
-import json
 from datetime import date, datetime, time, timedelta
 
 import dagster as dg
 import polars as pl
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from dagster._time import get_current_datetime
+from sqlalchemy.dialects.postgresql import insert
 
 from usage_etl import automation, pipeline, store
 from usage_etl.automation import AutomationSettings
@@ -40,7 +39,7 @@ FINGERPRINT_SCHEMA: dict[str, pl.DataType] = {  # in the order of sql/raw_window
     "max_id": pl.String(),
     "max_created_at": pl.Datetime("us", "UTC"),
     "xmin_sum": pl.String(),  # exact numeric as text
-    "version": pl.String(),  # short hash of the other columns: the observation's data version
+    "version": pl.String(),  # short hash of the other columns: the raw day's data version
 }
 
 
@@ -185,8 +184,9 @@ def build_sensor(settings: Settings, auto: AutomationSettings, parts: dict[str, 
     they were materialized, with their weeks and months (`automation.plan`), and a runless
     materialization of each such day of the raw asset for the UI.
 
-    Each (fingerprint, materialization) pair is requested once (the cursor remembers it); a day
-    that is running now is left for the next tick, one whose re-run failed for the nightly tick.
+    A day in a running backfill or run is left alone (it records a new fingerprint); a day whose
+    latest run failed is left to the nightly run, so a permanent error is retried once a night,
+    not every interval.
     """
 
     @dg.sensor(
@@ -199,24 +199,18 @@ def build_sensor(settings: Settings, auto: AutomationSettings, parts: dict[str, 
     )
     def usage_etl_late_data(context: dg.SensorEvaluationContext, db: PostgresResource) -> dg.SensorResult:
         now = get_current_datetime(settings.timezone)
-        changed = detect(db.engine, settings, now.date(), auto.late_data_lookback_days).with_columns(
-            key=pl.col("day").dt.to_string("%Y-%m-%d"),
-            token=pl.col("version") + pl.lit("@") + pl.col("recorded_at").dt.to_string("%Y-%m-%dT%H:%M:%S%.f"),
-        )
-        seen: dict[str, str] = json.loads(context.cursor or "{}")
-        new = changed.filter(pl.col("token") != pl.col("key").replace_strict(seen, default="", return_dtype=pl.String))
-        wanted = automation.plan(**automation.statuses(context.instance, parts, now), missing=False, days=new["key"].to_list())
-        requested = new.filter(pl.col("key").is_in(wanted["daily"]))
-        # remember what was requested; a day skipped because it is running is looked at again
-        cursor = json.dumps({**{k: v for k, v in seen.items() if k in set(changed["key"])}, **dict(requested.select("key", "token").iter_rows())})
-        if requested.height == 0:
-            why = "running now" if new.height else "none"
-            return dg.SensorResult(skip_reason=f"late-arriving data since {now.date() - timedelta(days=auto.late_data_lookback_days)}: {why}", cursor=cursor)
+        since = max(now.date() - timedelta(days=auto.late_data_lookback_days), settings.start_date)
+        changed = detect(db.engine, settings, now.date(), auto.late_data_lookback_days).with_columns(key=pl.col("day").dt.to_string("%Y-%m-%d"))
+        status = automation.statuses(context.instance, parts, now)
+        failed = status["daily"].filter(pl.col("status") == "failed")["key"]
+        wanted = automation.plan(**status, missing=False, days=changed.filter(~pl.col("key").is_in(failed))["key"].to_list())
+        if not wanted["daily"]:
+            left = f"{changed.height} changed, running or failed" if changed.height else "none"
+            return dg.SensorResult(skip_reason=f"raw rows changed after materialization since {since}: {left}")
         context.log.info(f"raw rows changed after materialization; backfill of {automation.describe(wanted)}")
         return dg.SensorResult(
             run_requests=[automation.backfill_request(parts, wanted, {"usage_etl/trigger": "late_data"})],
-            asset_events=updates(requested),
-            cursor=cursor,
+            asset_events=updates(changed.filter(pl.col("key").is_in(wanted["daily"]))),
         )
 
     return usage_etl_late_data
