@@ -1,8 +1,9 @@
 """Dagster assets: partitioned daily, weekly and monthly per-user usage.
 
 The assets only wire partitions, the database resource and metadata to the plain functions of
-`pipeline`. A run may cover a range of partitions (single-run backfill); each partition of the range
-is still read, written and committed on its own, so memory is bounded by one window.
+`pipeline`; `automation` decides when they run. A run may cover a range of partitions (a batch of a
+backfill); each partition of the range is still read, written and committed on its own, so memory
+is bounded by one window.
 """
 
 

@@ -141,7 +141,7 @@ def backfill(start: datetime | None, end: datetime | None, granularity: str, bat
     backfill_id = uuid.uuid4().hex[:8]
     tags = {"usage_etl/backfill": backfill_id}
     if submit:
-        bid = runs.submit_backfill(keys, inst=inst, tags=tags, title=f"usage-etl backfill {first}..{last}")
+        bid = runs.submit_backfill(keys, inst=inst, tags={"usage_etl/trigger": "cli"}, title=f"usage-etl backfill {first}..{last}")
         click.echo(f"submitted backfill {bid}: {total} partitions ({_counts(keys)}) {first}..{last}")
         click.echo(f"the daemon runs it; progress in the UI under /runs/b/{bid} (instance {inst.root_directory})")
         return
