@@ -17,11 +17,11 @@ install: $(UV)  ## create .venv exactly as pinned in uv.lock
 	$(UV) sync --frozen --python $(PYTHON)
 
 demo: install  ## embedded PostgreSQL (unless USAGE_ETL_DATABASE_URL), 30 days of sample data, all partitions
-	@mkdir -p $(DAGSTER_HOME) && (test -f $(DAGSTER_HOME)/dagster.yaml || printf "telemetry:\n  enabled: false\n" > $(DAGSTER_HOME)/dagster.yaml)
+	@mkdir -p $(DAGSTER_HOME) && (test -f $(DAGSTER_HOME)/dagster.yaml || cp deploy/dagster.local.yaml $(DAGSTER_HOME)/dagster.yaml)
 	$(BIN)/usage-etl demo
 
 ui: install  ## the Dagster UI on http://127.0.0.1:3000
-	@mkdir -p $(DAGSTER_HOME) && (test -f $(DAGSTER_HOME)/dagster.yaml || printf "telemetry:\n  enabled: false\n" > $(DAGSTER_HOME)/dagster.yaml)
+	@mkdir -p $(DAGSTER_HOME) && (test -f $(DAGSTER_HOME)/dagster.yaml || cp deploy/dagster.local.yaml $(DAGSTER_HOME)/dagster.yaml)
 	$(BIN)/dagster dev -w workspace.yaml
 
 test: install  ## pytest against a real PostgreSQL (see README)

@@ -9,6 +9,12 @@ import uuid
 from collections.abc import Iterator
 
 import psycopg
+
+# Before any usage_etl import: settings come from the test environment only, never from a .env
+# left by `make demo` in the working directory.
+os.environ["USAGE_ETL_DOTENV"] = "0"
+for _name in [n for n in os.environ if n.startswith("USAGE_ETL_") and n not in ("USAGE_ETL_DOTENV", "USAGE_ETL_TEST_DATABASE_URL")]:
+    del os.environ[_name]
 import pytest
 import sqlalchemy as sa
 

@@ -1,8 +1,9 @@
 """Dagster assets: partitioned daily, weekly and monthly per-user usage.
 
 The assets only wire partitions, the database resource and metadata to the plain functions of
-`pipeline`. A run may cover a range of partitions (single-run backfill); each partition of the range
-is still read, written and committed on its own, so memory is bounded by one window.
+`pipeline`; `automation` decides when they run. A run may cover a range of partitions (a batch of a
+backfill); each partition of the range is still read, written and committed on its own, so memory
+is bounded by one window.
 """
 
 
@@ -10,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import dagster as dg
 
-from usage_etl import partitions, pipeline, provenance
+from usage_etl import automation, db_errors, late_data, partitions, pipeline, provenance
 from usage_etl.claude_code_assets import build_claude_code_asset
 from usage_etl.config import Settings
 from usage_etl.pricing import PriceBook, load_price_book
@@ -48,7 +49,8 @@ def _run_each(context: dg.AssetExecutionContext, period_type: str, step: Callabl
     keys = context.partition_keys
     results = []
     for i, key in enumerate(keys, 1):
-        r = step(key)
+        with db_errors.classified(f"{period_type} partition {key}"):
+            r = step(key)
         results.append(r)
         context.log.info(
             f"{period_type} {key} ({i}/{len(keys)}): {r.users} users, {r.messages} messages, "
@@ -57,15 +59,19 @@ def _run_each(context: dg.AssetExecutionContext, period_type: str, step: Callabl
     return results
 
 
-def build_assets(settings: Settings, book: PriceBook | None = None) -> list[dg.AssetsDefinition]:
+def build_assets(
+    settings: Settings, book: PriceBook | None = None, *, auto: automation.AutomationSettings | None = None
+) -> list[dg.AssetsDefinition]:
     """The daily, weekly and monthly assets for `settings` (timezone, start date, schemas, source
-    mapping), then the Claude Code ingestion asset when the source configures one.
+    mapping) and `auto` (automation, retries, batch size; default: from the environment), then the
+    Claude Code ingestion asset when the source configures one.
 
     The `db` resource supplies only the connection; everything else comes from `settings`.
     `book` (default: `load_price_book()`, read now) prices every daily run of these definitions
     and sets the daily asset's code version, so a changed book marks its partitions stale.
     Raises PriceBookError for an invalid book.
     """
+    auto = auto or automation.AutomationSettings.from_env()
     PARTITIONS = partitions.build(settings)
     book = load_price_book() if book is None else book
     ingest = build_claude_code_asset(settings, GROUP)
@@ -73,8 +79,10 @@ def build_assets(settings: Settings, book: PriceBook | None = None) -> list[dg.A
     @dg.asset(
         partitions_def=PARTITIONS["daily"],
         code_version=provenance.code_version(book),
-        deps=[ingest] if ingest else None,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=[ingest] if ingest else [late_data.RAW_KEY],
+        backfill_policy=automation.backfill_policy(auto),
+        retry_policy=db_errors.retry_policy(auto.retry_max, auto.retry_delay_seconds),
+        freshness_policy=automation.freshness_policy(settings, auto),
         group_name=GROUP,
         kinds={"polars", "postgres"},
         pool="usage_etl_db",
@@ -84,11 +92,13 @@ def build_assets(settings: Settings, book: PriceBook | None = None) -> list[dg.A
         `user_token_usage_by_dimension` rows with period_type='daily', the conversation-day grains,
         and quarantined raw rows of the day. Checks the source mapping first."""
         engine, url = db.engine, db.url()
-        check_source(engine, settings)  # mapping errors stop the run before any partition is written
+        # A mapping error stops the run before any partition is written, and is not retried.
+        with db_errors.classified(f"source mapping check of {pipeline.source_name(settings)}"):
+            check_source(engine, settings)
         results = _run_each(
             context,
             "daily",
-            lambda key: pipeline.run_daily(engine, url, settings, book, partitions.window(PARTITIONS["daily"], "daily", key)),
+            lambda key: late_data.materialize_day(engine, url, settings, book, partitions.window(PARTITIONS["daily"], "daily", key)),
         )
         unpartitioned = pipeline.quarantine_unpartitioned(engine, url, settings)
         return dg.MaterializeResult(
@@ -100,8 +110,11 @@ def build_assets(settings: Settings, book: PriceBook | None = None) -> list[dg.A
         @dg.asset(
             name=f"{period_type}_user_usage",
             partitions_def=PARTITIONS[period_type],
-            deps=[daily_user_usage],
-            backfill_policy=dg.BackfillPolicy.single_run(),
+            # a week or month in progress depends on its days that exist so far
+            deps=[dg.AssetDep(daily_user_usage, partition_mapping=dg.TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True))],
+            backfill_policy=automation.backfill_policy(auto),
+            retry_policy=db_errors.retry_policy(auto.retry_max, auto.retry_delay_seconds),
+            automation_condition=automation.rollup_condition(),
             group_name=GROUP,
             kinds={"polars", "postgres"},
             pool="usage_etl_db",

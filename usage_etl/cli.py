@@ -99,38 +99,92 @@ def _default_end(settings: Settings) -> date:
     show_default=True,
     help="Which assets; 'all' runs days first, then the weeks and months over them.",
 )
-@click.option("--batch-size", type=int, default=None, help="Partitions per run [default: the whole range in one run].")
-def backfill(start: datetime | None, end: datetime | None, granularity: str, batch_size: int | None) -> None:
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Partitions per run; 0 runs each granularity's whole range in one run "
+    "[default: USAGE_ETL_BACKFILL_BATCH_SIZE or 30].",
+)
+@click.option(
+    "--submit",
+    is_flag=True,
+    help="Hand the range to the Dagster daemon as one backfill (queued, pool-limited, retried) and return; "
+    "without it the runs execute here, one after the other.",
+)
+def backfill(start: datetime | None, end: datetime | None, granularity: str, batch_size: int | None, submit: bool = False) -> None:
     """Materialize a range of partitions through Dagster; the runs show in the Dagster UI.
 
-    Safe to repeat: every partition is replaced, never added to.
+    Days run first, then the weeks and months over them, each in runs of at most --batch-size
+    contiguous partitions, with a progress line per run and a summary at the end. Safe to repeat:
+    every partition is replaced, never added to.
     """
+    import math
+    import uuid
+
     from usage_etl import runs
+    from usage_etl.automation import AutomationSettings
 
     settings = _settings()
+    try:
+        size = AutomationSettings.from_env().batch_size if batch_size is None else batch_size
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
     first = start.date() if start else settings.start_date
     last = end.date() if end else _default_end(settings)
     if last < first:
         raise click.ClickException(f"--end {last} is before --start {first}")
     inst = runs.instance()
     grains = runs.GRANULARITIES if granularity == "all" else [granularity]
-    failed = False
+    keys = {g: runs.partition_keys(g, first, last) for g in grains}
+    total = sum(len(k) for k in keys.values())
+    backfill_id = uuid.uuid4().hex[:8]
+    tags = {"usage_etl/backfill": backfill_id}
+    if submit:
+        bid = runs.submit_backfill(keys, inst=inst, tags={"usage_etl/trigger": "cli"}, title=f"usage-etl backfill {first}..{last}")
+        click.echo(f"submitted backfill {bid}: {total} partitions ({_counts(keys)}) {first}..{last}")
+        click.echo(f"the daemon runs it; progress in the UI under /runs/b/{bid} (instance {inst.root_directory})")
+        return
+    n_runs = sum(math.ceil(len(k) / (size or len(k))) for k in keys.values() if k)
+    click.echo(
+        f"backfill {backfill_id}: {first}..{last}, {total} partitions ({_counts(keys)}) in {n_runs} runs"
+        f"{f' of up to {size} partitions' if size else ''}"
+    )
     t0 = time.perf_counter()
+    done = {"runs": 0, "partitions": 0}
+    failed: list[str] = []
 
     def progress(g: str, batch: list[str], result) -> None:
+        done["runs"] += 1
+        done["partitions"] += len(batch) if result.success else 0
         status = "ok" if result.success else "FAILED"
-        click.echo(f"  {g} {batch[0]}…{batch[-1]} ({len(batch)} partitions) run {result.run_id[:8]} {status} [{time.perf_counter() - t0:.1f}s]")
+        if not result.success:
+            failed.append(f"{g} {batch[0]}…{batch[-1]} (run {result.run_id})")
+        click.echo(
+            f"  {g:<7} {batch[0]}…{batch[-1]} {len(batch):>3} partitions  run {result.run_id[:8]} {status:<6} "
+            f"[{done['runs']}/{n_runs} runs, {done['partitions']}/{total} partitions, {time.perf_counter() - t0:.1f}s]"
+        )
 
     for g in grains:
-        keys = runs.partition_keys(g, first, last)
-        click.echo(f"{g}: {len(keys)} partitions {keys[0] if keys else ''}…{keys[-1] if keys else ''}")
-        results = runs.materialize_range(g, keys, inst=inst, batch_size=batch_size, on_batch=progress)
-        if any(not r.success for r in results):
-            failed = True
+        runs.materialize_range(g, keys[g], inst=inst, batch_size=size or None, on_batch=progress, tags=tags)
+        if failed:
             break
-    click.echo(f"backfill {'FAILED' if failed else 'done'} in {time.perf_counter() - t0:.1f}s; runs recorded in {inst.root_directory}")
+    elapsed = time.perf_counter() - t0
     if failed:
+        click.echo(
+            f"backfill {backfill_id} FAILED after {done['runs']} runs, {done['partitions']}/{total} partitions, {elapsed:.1f}s: "
+            f"{'; '.join(failed)}. Fix the cause and run the same command again (safe to repeat)."
+        )
         sys.exit(1)
+    click.echo(
+        f"backfill {backfill_id} done: {done['runs']} runs, {total} partitions in {elapsed:.1f}s "
+        f"({total / elapsed if elapsed else 0:.1f} partitions/s); runs tagged usage_etl/backfill={backfill_id} "
+        f"in {inst.root_directory}"
+    )
+
+
+def _counts(keys: dict[str, list[str]]) -> str:
+    return ", ".join(f"{len(k)} {g}" for g, k in keys.items())
 
 
 @main.command()

@@ -131,7 +131,10 @@ def _mirror(src: SourceConfig) -> SourceColumns:
 
 
 def _load_dotenv() -> None:
-    # `dagster dev` reads .env itself; the CLI and tests get the same behaviour here.
+    # `dagster dev` reads .env itself; the CLI gets the same behaviour here. USAGE_ETL_DOTENV=0
+    # turns it off (the tests do, so a demo's .env cannot change what they see).
+    if os.environ.get("USAGE_ETL_DOTENV") == "0":
+        return
     try:
         from dotenv import load_dotenv
     except ImportError:  # python-dotenv comes with dagster; stay usable without it

@@ -2,10 +2,18 @@
 
 import dagster as dg
 
-from usage_etl.assets import USAGE_ASSETS
+from usage_etl import automation, late_data
+from usage_etl.assets import PARTITIONS, SETTINGS, USAGE_ASSETS
 from usage_etl.resources import PostgresResource
 
+AUTOMATION = automation.AutomationSettings.from_env()
+
 defs = dg.Definitions(
-    assets=USAGE_ASSETS,
+    assets=[late_data.raw_asset(SETTINGS, PARTITIONS["daily"]), *USAGE_ASSETS],
+    sensors=[
+        automation.build_nightly_sensor(SETTINGS, AUTOMATION, PARTITIONS),
+        late_data.build_sensor(SETTINGS, AUTOMATION, PARTITIONS),
+        automation.automation_sensor(),
+    ],
     resources={"db": PostgresResource()},
 )

@@ -1,8 +1,9 @@
 """Launch materializations through Dagster from Python (CLI, demo, tests).
 
 Runs execute in this process but are recorded in the Dagster instance (`DAGSTER_HOME`, default
-`./.dagster`), so they show in the UI next to scheduled runs. A range of partitions runs as one
-single-run backfill per asset (the assets' BackfillPolicy.single_run).
+`./.dagster`), so they show in the UI next to scheduled runs. A range of partitions runs in batches
+of contiguous partitions, one run per batch. `submit_backfill` instead hands the range to the
+daemon as one Dagster backfill.
 """
 
 from __future__ import annotations
@@ -51,8 +52,10 @@ def materialize_range(
     on_batch: Callable[[str, list[str], dg.ExecuteInProcessResult], None] | None = None,
     log_level: str = "WARNING",
     assets: list[dg.AssetsDefinition] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> list[dg.ExecuteInProcessResult]:
-    """Materialize `keys` of one asset, one run per batch of `batch_size` (default: all in one run).
+    """Materialize `keys` of one asset, one run per batch of `batch_size` (default: all in one run);
+    stops after a failed run. `tags` are added to every run.
 
     `assets` defaults to the assets of the environment's settings (`assets.USAGE_ASSETS`).
     """
@@ -67,7 +70,7 @@ def materialize_range(
             selection=[asset],
             instance=inst,
             resources=resources or {"db": PostgresResource()},
-            tags={RANGE_START: batch[0], RANGE_END: batch[-1]},
+            tags={**(tags or {}), RANGE_START: batch[0], RANGE_END: batch[-1]},
             raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         )
@@ -77,3 +80,38 @@ def materialize_range(
         if not result.success:
             break
     return results
+
+
+def submit_backfill(keys: dict[str, list[str]], *, inst: dg.DagsterInstance, tags: dict[str, str] | None = None, title: str | None = None) -> str:
+    """Record a Dagster backfill of `keys` ({granularity: partition keys}) for the daemon to run.
+
+    The backfill daemon launches its runs through the instance's run coordinator (queue, pools,
+    tag limits), days before the weeks and months above them, `BackfillPolicy` batches per run.
+    Returns the backfill id (UI: /runs/b/<id>).
+    """
+    import time
+
+    from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+    from dagster._core.execution.backfill import PartitionBackfill
+    from dagster._core.utils import make_new_backfill_id
+
+    by_name = {a.key.path[-1]: a.key for a in USAGE_ASSETS}
+    subset = AssetGraphSubset(
+        partitions_subsets_by_asset_key={
+            by_name[f"{g}_user_usage"]: PARTITIONS[g].subset_with_partition_keys(ks) for g, ks in keys.items() if ks
+        },
+    )
+    backfill_id = make_new_backfill_id()
+    inst.add_backfill(
+        PartitionBackfill.from_asset_graph_subset(
+            backfill_id=backfill_id,
+            backfill_timestamp=time.time(),
+            tags=tags or {},
+            dynamic_partitions_store=inst,
+            asset_graph_subset=subset,
+            title=title,
+            description=None,
+            run_config=None,
+        )
+    )
+    return backfill_id

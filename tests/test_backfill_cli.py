@@ -1,0 +1,104 @@
+"""`usage-etl backfill`: a 90-day range runs through Dagster in batches, its runs are recorded in the
+instance of DAGSTER_HOME; `--submit` records one Dagster backfill for the daemon instead."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+import dagster as dg
+import pytest
+from click.testing import CliRunner
+from dagster._core.execution.backfill import BulkActionStatus
+from orchestration_helpers import insert, message, totals, user_id, utc
+
+from usage_etl import partitions, runs
+from usage_etl.cli import main
+
+ALICE, BOB = user_id(1), user_id(2)
+
+
+@pytest.fixture
+def dagster_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return tmp_path
+
+
+def test_ninety_day_backfill_runs_in_batches_recorded_in_the_instance(engine, settings, dagster_home):
+    assert runs.PARTITIONS["daily"].start.date().isoformat() <= "2026-01-01"
+    insert(engine, settings, [
+        message(1, 1, utc(2026, 1, 1, 0, 30), 100, 10),
+        message(2, 2, utc(2026, 2, 15, 12), 200, 20),
+        message(3, 1, utc(2026, 3, 31, 23, 30), 1000, 100),
+    ])
+    out = CliRunner().invoke(main, ["backfill", "--start", "2026-01-01", "--end", "2026-03-31"])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert re.match(r"backfill \w{8}: 2026-01-01\.\.2026-03-31, 107 partitions \(90 daily, 14 weekly, 3 monthly\) in 5 runs of up to 30 partitions", lines[0])
+    progress = [line.split()[:3] for line in lines[1:-1]]
+    assert progress == [
+        ["daily", "2026-01-01…2026-01-30", "30"],
+        ["daily", "2026-01-31…2026-03-01", "30"],
+        ["daily", "2026-03-02…2026-03-31", "30"],
+        ["weekly", "2025-12-29…2026-03-30", "14"],
+        ["monthly", "2026-01-01…2026-03-01", "3"],
+    ]
+    assert "[5/5 runs, 107/107 partitions" in lines[-2]
+    backfill_id = re.search(r"backfill (\w{8}) done: 5 runs, 107 partitions", lines[-1]).group(1)
+
+    inst = dg.DagsterInstance.get()
+    recorded = inst.get_run_records(filters=dg.RunsFilter(tags={"usage_etl/backfill": backfill_id}))
+    assert len(recorded) == 5 and {r.dagster_run.status for r in recorded} == {dg.DagsterRunStatus.SUCCESS}
+    assert len(inst.get_materialized_partitions(dg.AssetKey("daily_user_usage"))) == 90
+    assert len(inst.get_materialized_partitions(dg.AssetKey("weekly_user_usage"))) == 14
+    assert totals(engine, settings, "monthly") == {
+        ("2026-01-01", ALICE): (110, 1),
+        ("2026-02-01", BOB): (220, 1),
+        ("2026-03-01", ALICE): (1100, 1),
+    }
+    assert totals(engine, settings, "weekly")[("2026-03-30", ALICE)] == (1100, 1)
+
+
+def test_submit_records_one_backfill_for_the_daemon(db_url, dagster_home):
+    out = CliRunner().invoke(main, ["backfill", "--start", "2026-02-01", "--end", "2026-02-28", "--submit"])
+    assert out.exit_code == 0, out.output
+    assert re.match(r"submitted backfill \w+: 34 partitions \(28 daily, 5 weekly, 1 monthly\) 2026-02-01\.\.2026-02-28", out.output)
+    [backfill] = dg.DagsterInstance.get().get_backfills()
+    assert backfill.status == BulkActionStatus.REQUESTED
+    assert f"/runs/b/{backfill.backfill_id}" in out.output
+    target = backfill.asset_backfill_data.target_subset
+    assert {k.path[-1]: len(target.get_partitions_subset(k)) for k in target.asset_keys} == {
+        "daily_user_usage": 28,
+        "weekly_user_usage": 5,  # 2026-01-26 .. 2026-02-23
+        "monthly_user_usage": 1,
+    }
+
+
+def test_daemon_accepts_a_backfill_with_the_week_and_month_in_progress(db_url):
+    """The backfill daemon's first iteration over days, their week and month in progress: the
+    rollups depend only on the days that exist so far, so the daemon plans instead of failing
+    ("depends on non-existent partitions")."""
+    import logging
+    from pathlib import Path
+
+    from dagster._core.test_utils import create_test_daemon_workspace_context, instance_for_test
+    from dagster._core.workspace.load_target import ModuleTarget
+    from dagster._daemon.backfill import execute_backfill_iteration
+
+    daily = runs.PARTITIONS["daily"]
+    last = daily.get_last_partition_key()  # yesterday: its week and month are in progress (unless they end with it)
+    week = partitions.week_start(date.fromisoformat(last)).isoformat()
+    month = date.fromisoformat(last).replace(day=1).isoformat()
+    days = [k for k in daily.get_partition_keys() if k >= week]
+    queued = {"run_coordinator": {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"}}
+    with instance_for_test(overrides=queued) as inst:
+        backfill_id = runs.submit_backfill({"daily": days, "weekly": [week], "monthly": [month]}, inst=inst)
+        target = ModuleTarget(module_name="usage_etl.definitions", attribute=None, working_directory=str(Path(__file__).parent.parent), location_name="usage_etl")
+        with create_test_daemon_workspace_context(target, inst) as ctx:
+            errors = [e for e in execute_backfill_iteration(ctx, logging.getLogger("backfill")) if e is not None]
+        assert errors == []
+        [run] = inst.get_runs()  # the days first, as one run; the rollups wait for them
+        assert run.tags["dagster/backfill"] == backfill_id
+        assert (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]) == (days[0], last)
+        assert run.asset_selection == {dg.AssetKey("daily_user_usage")}

@@ -1,0 +1,240 @@
+"""When the usage assets run: nightly run with catch-up, retries, rollups, batching, freshness.
+
+All of it runs in the Dagster daemon; there is no loop or scheduler of our own.
+
+- **Nightly + catch-up** (sensor `usage_etl_nightly`): on its first evaluation after the nightly
+  cron tick (01:00 in the business timezone) it requests, as ONE Dagster backfill, every daily
+  partition since the start date that is missing or whose latest run failed, and the weeks and
+  months over them. On a normal night that is yesterday, its week and its month; after an outage
+  of N days it is all N days at once (no `max_catchup_runs` cap: the sensor looks at partitions,
+  not at missed ticks). The backfill runs days before the weeks and months above them, in runs of
+  at most `batch_size` contiguous partitions, oldest first.
+- **Failed partitions** stay "missing or failed" and are requested again on the next nightly tick.
+- **Gate for weeks and months**: requested only when every existing day of theirs is materialized
+  or in the same backfill, and never while one of their days is running; a new week or month
+  with no day yet is not materialized (dagster issues #25723, #34094).
+- **Late-arriving data**: `late_data` requests changed days the same way (one backfill).
+- **Rollups after any other run of a day** (e.g. from the UI's Materialize dialog): declarative
+  automation on the weekly and monthly assets (sensor `usage_etl_automation`).
+
+Why a sensor and not `AutomationCondition` for the days: declarative automation cannot see a daily
+request from a weekly partition (`will_be_requested` only spans assets with the same partitions)
+and emits a backfill only when an asset gets more than one partition, so a normal night would
+launch the day, its week and its month as three separate runs racing each other.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import polars as pl
+from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
+from dagster._core.storage.partition_status_cache import AssetPartitionStatus
+from dagster._time import get_current_datetime
+from dagster._utils.schedules import get_latest_completed_cron_tick, is_valid_cron_string
+
+from usage_etl.config import ConfigError, Settings
+
+AC = dg.AutomationCondition
+GRANULARITIES = ("daily", "weekly", "monthly")
+ASSET_KEYS = {g: dg.AssetKey(f"{g}_user_usage") for g in GRANULARITIES}
+TARGET = dg.AssetSelection.assets(*ASSET_KEYS.values())
+NIGHTLY_SENSOR = "usage_etl_nightly"
+AUTOMATION_SENSOR = "usage_etl_automation"
+
+
+@dataclass(frozen=True)
+class AutomationSettings:
+    """Orchestration settings, from the environment.
+
+    | variable | default | meaning |
+    |---|---|---|
+    | USAGE_ETL_NIGHTLY_CRON | 0 1 * * * | nightly tick, business timezone |
+    | USAGE_ETL_FRESH_BY_CRON | 0 2 * * * | deadline by which the daily asset is expected fresh |
+    | USAGE_ETL_LATE_DATA_LOOKBACK_DAYS | 7 | days before today checked for late-arriving data |
+    | USAGE_ETL_LATE_DATA_INTERVAL_SECONDS | 3600 | how often the late-data sensor runs |
+    | USAGE_ETL_BACKFILL_BATCH_SIZE | 30 | partitions per run in a backfill (0: whole range in one run) |
+    | USAGE_ETL_RETRY_MAX | 3 | retries of a step after a transient database error |
+    | USAGE_ETL_RETRY_DELAY_SECONDS | 30 | first retry delay, doubled each time (jittered) |
+    """
+
+    nightly_cron: str = "0 1 * * *"
+    fresh_by_cron: str = "0 2 * * *"
+    late_data_lookback_days: int = 7
+    late_data_interval_seconds: int = 3600
+    batch_size: int = 30
+    retry_max: int = 3
+    retry_delay_seconds: float = 30.0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "AutomationSettings":
+        """Raises ConfigError naming the variable when a value is malformed."""
+        env = dict(os.environ) if env is None else env
+        d = cls()
+
+        def cron(name: str, default: str) -> str:
+            value = env.get(name, default)
+            if not is_valid_cron_string(value):
+                raise ConfigError(f"{name}={value!r} is not a cron expression")
+            return value
+
+        def number(name: str, default, kind=int, minimum=0):
+            raw = env.get(name)
+            try:
+                value = kind(raw) if raw is not None else default
+            except ValueError as exc:
+                raise ConfigError(f"{name}={raw!r} is not a number") from exc
+            if value < minimum:
+                raise ConfigError(f"{name}={raw!r} must be >= {minimum}")
+            return value
+
+        return cls(
+            nightly_cron=cron("USAGE_ETL_NIGHTLY_CRON", d.nightly_cron),
+            fresh_by_cron=cron("USAGE_ETL_FRESH_BY_CRON", d.fresh_by_cron),
+            late_data_lookback_days=number("USAGE_ETL_LATE_DATA_LOOKBACK_DAYS", d.late_data_lookback_days, minimum=1),
+            late_data_interval_seconds=number("USAGE_ETL_LATE_DATA_INTERVAL_SECONDS", d.late_data_interval_seconds, minimum=30),
+            batch_size=number("USAGE_ETL_BACKFILL_BATCH_SIZE", d.batch_size),
+            retry_max=number("USAGE_ETL_RETRY_MAX", d.retry_max),
+            retry_delay_seconds=number("USAGE_ETL_RETRY_DELAY_SECONDS", d.retry_delay_seconds, float),
+        )
+
+
+# --- which partitions to run --------------------------------------------------------------------
+
+STATUS_SCHEMA = {"key": pl.String(), "status": pl.String()}  # status: materialized | failed | running, null = never
+_STATUS_NAMES = {AssetPartitionStatus.MATERIALIZED: "materialized", AssetPartitionStatus.FAILED: "failed", AssetPartitionStatus.IN_PROGRESS: "running"}
+
+
+def plan(daily: pl.DataFrame, weekly: pl.DataFrame, monthly: pl.DataFrame, *, missing: bool, days: Iterable[str] = ()) -> dict[str, list[str]]:
+    """The partitions one backfill should run, by granularity, each list sorted (oldest first).
+
+    Inputs are `STATUS_SCHEMA` frames of all current partitions of each asset. Days run if listed in
+    `days` or (with `missing`) never materialized or failed, unless running. A week or month runs
+    if it has an existing day, none of its days is running or left missing/failed, and a day of it
+    runs — or (with `missing`) it is itself missing or failed.
+    """
+    status = pl.col("status")
+    idle = (status != "running").fill_null(True)
+    redo = status.is_null() | (status == "failed")
+    d = daily.with_columns(day=pl.col("key").str.to_date("%Y-%m-%d")).with_columns(
+        due=idle & ((redo & missing) | pl.col("key").is_in(list(days))),
+        done=(status == "materialized").fill_null(False),
+        weekly=pl.col("day").dt.truncate("1w").dt.to_string("%Y-%m-%d"),
+        monthly=pl.col("day").dt.truncate("1mo").dt.to_string("%Y-%m-%d"),
+    )
+    out = {"daily": sorted(d.filter("due")["key"].to_list())}
+    for g, rollups in (("weekly", weekly), ("monthly", monthly)):
+        over = d.group_by(pl.col(g).alias("key")).agg(has_due=pl.col("due").any(), ready=(pl.col("due") | pl.col("done")).all())
+        wanted = rollups.join(over, on="key", how="inner").filter(pl.col("ready") & idle & (pl.col("has_due") | (redo & missing)))
+        out[g] = sorted(wanted["key"].to_list())
+    return out
+
+
+def statuses(instance: dg.DagsterInstance, parts: dict[str, dg.TimeWindowPartitionsDefinition], now: datetime) -> dict[str, pl.DataFrame]:
+    """`STATUS_SCHEMA` frames of every current partition of the three assets, from the instance's
+    partition status (what the UI shows); partitions of an unfinished backfill count as running."""
+    busy: dict[dg.AssetKey, set[str]] = {k: set() for k in ASSET_KEYS.values()}
+    active = instance.get_backfills(filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING]))
+    for backfill in active:
+        target = backfill.asset_backfill_data.target_subset if backfill.asset_backfill_data else None
+        for key in (target.partitions_subsets_by_asset_key if target else {}):
+            if key in busy:
+                busy[key] |= set(target.get_partitions_subset(key).get_partition_keys())
+    frames = {}
+    for g, key in ASSET_KEYS.items():
+        keys = parts[g].get_partition_keys(current_time=now)
+        by_key = instance.get_status_by_partition(key, keys, parts[g]) or {}
+        names = ["running" if k in busy[key] else _STATUS_NAMES.get(by_key.get(k)) for k in keys]
+        frames[g] = pl.DataFrame({"key": keys, "status": names}, schema=STATUS_SCHEMA)
+    return frames
+
+
+def backfill_request(parts: dict[str, dg.TimeWindowPartitionsDefinition], wanted: dict[str, list[str]], tags: dict[str, str]) -> dg.RunRequest:
+    """One Dagster backfill of `wanted` partitions (the daemon orders days before rollups)."""
+    subset = AssetGraphSubset(
+        partitions_subsets_by_asset_key={ASSET_KEYS[g]: parts[g].subset_with_partition_keys(ks) for g, ks in wanted.items() if ks}
+    )
+    return dg.RunRequest.for_asset_graph_subset(asset_graph_subset=subset, tags=tags)
+
+
+def describe(wanted: dict[str, list[str]]) -> str:
+    return ", ".join(f"{g} {len(ks)} ({ks[0]}..{ks[-1]})" if len(ks) > 1 else f"{g} {ks[0]}" for g, ks in wanted.items() if ks)
+
+
+def build_nightly_sensor(settings: Settings, auto: AutomationSettings, parts: dict[str, dg.TimeWindowPartitionsDefinition]) -> dg.SensorDefinition:
+    """The nightly run with catch-up (see module doc). The cursor is the previous evaluation time:
+    the first evaluation only starts the clock; catch-up starts at the next nightly tick."""
+
+    @dg.sensor(
+        name=NIGHTLY_SENSOR,
+        asset_selection=TARGET,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"At {auto.nightly_cron} ({settings.timezone}): one backfill of every missing or failed day "
+        "since the start date, then the weeks and months over them.",
+    )
+    def usage_etl_nightly(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        now = get_current_datetime()
+        tick = get_latest_completed_cron_tick(auto.nightly_cron, now, settings.timezone)
+        cursor = now.isoformat()
+        if not context.cursor:
+            return dg.SensorResult(skip_reason="first evaluation: catch-up starts at the next nightly tick", cursor=cursor)
+        if tick <= datetime.fromisoformat(context.cursor):
+            return dg.SensorResult(skip_reason=f"waiting for the nightly tick after {tick.isoformat()}", cursor=cursor)
+        wanted = plan(**statuses(context.instance, parts, now), missing=True)
+        if not any(wanted.values()):
+            return dg.SensorResult(skip_reason=f"nightly tick {tick.isoformat()}: nothing to run (every partition is materialized or running)", cursor=cursor)
+        context.log.info(f"nightly tick {tick.isoformat()}: backfill of {describe(wanted)}")
+        return dg.SensorResult(run_requests=[backfill_request(parts, wanted, {"usage_etl/trigger": "nightly"})], cursor=cursor)
+
+    return usage_etl_nightly
+
+
+# --- definitions attributes of the assets ---------------------------------------------------------
+
+
+def rollup_condition() -> dg.AutomationCondition:
+    """Weeks and months re-run after any run of one of their days outside a backfill that already
+    includes them (e.g. a day re-run from the UI), once no day of theirs is missing or running."""
+    has_days = AC.any_deps_match(AC.missing() | ~AC.missing()).with_label("has a day")
+    return (
+        AC.any_deps_updated().since_last_handled()
+        & has_days
+        & ~AC.any_deps_missing()
+        & ~AC.any_deps_in_progress()
+        & ~AC.in_progress()
+    ).with_label("usage_etl rollup after a day changed")
+
+
+def backfill_policy(auto: AutomationSettings) -> dg.BackfillPolicy:
+    """Runs of a backfill cover at most `batch_size` partitions (0: the whole range)."""
+    if auto.batch_size == 0:
+        return dg.BackfillPolicy.single_run()
+    return dg.BackfillPolicy.multi_run(max_partitions_per_run=auto.batch_size)
+
+
+def freshness_policy(settings: Settings, auto: AutomationSettings) -> dg.FreshnessPolicy:
+    """Fresh when materialized between the nightly tick and the deadline (01:00-02:00 by default):
+    an asset still carrying yesterday's materialization at 02:00 shows as failing freshness."""
+    tz = settings.timezone
+    # any ordinary day serves to measure the gap between the nightly tick and the deadline
+    deadline = get_latest_completed_cron_tick(auto.fresh_by_cron, datetime(2026, 1, 15, 12, tzinfo=ZoneInfo(tz)), tz)
+    nightly = get_latest_completed_cron_tick(auto.nightly_cron, deadline - timedelta(seconds=1), tz)
+    return dg.FreshnessPolicy.cron(deadline_cron=auto.fresh_by_cron, lower_bound_delta=deadline - nightly, timezone=tz)
+
+
+def automation_sensor() -> dg.AutomationConditionSensorDefinition:
+    """Evaluates `rollup_condition` of the weekly and monthly assets."""
+    return dg.AutomationConditionSensorDefinition(
+        AUTOMATION_SENSOR,
+        target=dg.AssetSelection.assets(ASSET_KEYS["weekly"], ASSET_KEYS["monthly"]),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        emit_backfills=True,
+        description="Re-runs the weeks and months over a day that was re-run outside a backfill.",
+    )
