@@ -25,6 +25,8 @@ from pathlib import Path
 
 import polars as pl
 
+from usage_etl.normalize import CANONICAL_SCHEMA, TOKEN_COLUMNS
+
 logger = logging.getLogger(__name__)
 
 LINES_SCHEMA: dict[str, pl.DataType] = {
@@ -33,25 +35,9 @@ LINES_SCHEMA: dict[str, pl.DataType] = {
     "text": pl.String(),
 }
 
-TOKEN_COLUMNS = [
-    "input_tokens",
-    "cache_creation_input_tokens",
-    "cache_creation_1h_input_tokens",
-    "cache_read_input_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-]
-
+# The canonical message frame, plus where each kept message was read.
 MESSAGES_SCHEMA: dict[str, pl.DataType] = {
-    "message_id": pl.String(),
-    "user_id": pl.String(),
-    "conversation_id": pl.String(),
-    "agent_id": pl.String(),
-    "model": pl.String(),
-    "created_at": pl.Datetime("us", "UTC"),
-    "status": pl.String(),
-    **{c: pl.Int64() for c in TOKEN_COLUMNS},
-    "paid_amount": pl.Float64(),
+    **CANONICAL_SCHEMA,
     "source_file": pl.String(),
     "source_line": pl.Int64(),
 }
