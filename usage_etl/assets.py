@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 import dagster as dg
 
-from usage_etl import partitions, pipeline
+from usage_etl import asset_checks, partitions, pipeline
 from usage_etl.config import Settings
 from usage_etl.pricing import load_price_book
 from usage_etl.resources import PostgresResource
@@ -95,6 +95,7 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             "rolled up from the conversation-day grain: exact distinct conversation counts, no raw rescan.",
         )
         def rollup(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
+            asset_checks.require_daily_checks_passed(context, daily_user_usage.key)
             engine, url = db.engine, db.url()
             results = _run_each(
                 context,
@@ -112,3 +113,4 @@ SETTINGS = Settings.from_env()
 PARTITIONS = partitions.build(SETTINGS)
 USAGE_ASSETS = build_assets(SETTINGS)
 daily_user_usage, weekly_user_usage, monthly_user_usage = USAGE_ASSETS
+USAGE_CHECKS = asset_checks.build_asset_checks(SETTINGS, USAGE_ASSETS)

@@ -1,0 +1,274 @@
+"""Read what the integrity rules need for a range of partitions and evaluate them (`checks.py`).
+
+Used by the Dagster asset checks and by `usage-etl check`. A range is read with one query per
+input, never one per partition, then split by partition in Polars.
+
+The expected figures of the reconciliation come from an independent path: SQL over the raw
+source (the same window SELECT as the pipeline, `sources.postgres.window_query`) that applies the
+provider token semantics itself, server side, and drops the message ids of the partition's
+quarantine rows. It shares no Polars code with the summaries it checks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import polars as pl
+import sqlalchemy as sa
+
+from usage_etl import checks, partitions, store
+from usage_etl.checks import CheckOutcome
+from usage_etl.config import ConfigError, Settings
+from usage_etl.pipeline import source_name
+from usage_etl.sources.postgres import read_arrow, source_table, window_query
+
+# A token field counts only when it is an integer literal; anything else was quarantined by the
+# pipeline, and must not make this query fail on a day the pipeline has not processed yet.
+_INTEGER = r"^\s*-?[0-9]{1,18}\s*$"
+_DAY_FORMAT = "YYYY-MM-DD"  # = the daily partition key format
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """WARN thresholds as fractions (0.001 = 0.1%)."""
+
+    max_unpriced_share: float = checks.DEFAULT_MAX_UNPRICED_SHARE
+    max_quarantine_share: float = checks.DEFAULT_MAX_QUARANTINE_SHARE
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Thresholds:
+        """USAGE_ETL_MAX_UNPRICED_SHARE, USAGE_ETL_MAX_QUARANTINE_SHARE. Raises ConfigError if not a number."""
+        env = os.environ if env is None else env
+        values = {}
+        for name, var in (("max_unpriced_share", "USAGE_ETL_MAX_UNPRICED_SHARE"), ("max_quarantine_share", "USAGE_ETL_MAX_QUARANTINE_SHARE")):
+            if var in env:
+                try:
+                    values[name] = float(env[var])
+                except ValueError as exc:
+                    raise ConfigError(f"{var}={env[var]!r} is not a number") from exc
+        return cls(**values)
+
+
+def _local_day(settings: Settings, ts: sa.ColumnElement) -> sa.ColumnElement:
+    return sa.func.to_char(sa.func.timezone(settings.timezone, ts), _DAY_FORMAT)
+
+
+def expected_query(settings: Settings, start: datetime, end: datetime) -> sa.Select:
+    """Per (day, user) over raw rows with start <= created_at < end, minus quarantined message ids:
+    day (text partition key), user_id, message_count and the token sums of `checks.RECONCILED`.
+
+    Token semantics (DESIGN.md §2), written in SQL: OpenAI chat (prompt/completion present) ->
+    input = prompt - cached, cache_read = cached, output = completion, reasoning from its details;
+    OpenAI responses (input/output details present) -> input = input - cached, cache_read = cached;
+    otherwise Anthropic fields as they are, reasoning 0.
+    """
+    raw = window_query(settings, start, end).subquery("raw")
+
+    def present(name: str) -> sa.ColumnElement[bool]:
+        return raw.c[name].is_not(None)
+
+    def v(name: str) -> sa.ColumnElement:
+        col = raw.c[name]
+        return sa.func.coalesce(sa.case((col.regexp_match(_INTEGER), sa.cast(col, sa.BigInteger))), 0)
+
+    chat = sa.or_(present("u_prompt_tokens"), present("u_completion_tokens"))
+    responses = sa.and_(~chat, sa.or_(present("u_input_cached_tokens"), present("u_output_reasoning_tokens")))
+    openai = sa.or_(chat, responses)
+    cached = sa.case((chat, v("u_prompt_cached_tokens")), else_=v("u_input_cached_tokens"))
+    tokens = {
+        "input_tokens": sa.case((chat, v("u_prompt_tokens") - cached), (responses, v("u_input_tokens") - cached), else_=v("u_input_tokens")),
+        "cache_creation_input_tokens": sa.case((openai, 0), else_=v("u_cache_creation_input_tokens")),
+        "cache_read_input_tokens": sa.case((openai, cached), else_=v("u_cache_read_input_tokens")),
+        "output_tokens": sa.case((chat, v("u_completion_tokens")), else_=v("u_output_tokens")),
+        "reasoning_tokens": sa.case((chat, v("u_completion_reasoning_tokens")), (responses, v("u_output_reasoning_tokens")), else_=0),
+    }
+    tokens["total_tokens"] = (
+        tokens["input_tokens"] + tokens["cache_creation_input_tokens"] + tokens["cache_read_input_tokens"] + tokens["output_tokens"]
+    )
+    day = _local_day(settings, raw.c.created_at)
+    q = sa.table(store.QUARANTINE_TABLE, sa.column("source"), sa.column("partition_key"), sa.column("message_id"), schema=settings.schema)
+    quarantined = sa.exists().where(
+        q.c.source == source_name(settings), q.c.partition_key == day, q.c.message_id == raw.c.message_id
+    )
+    return (
+        sa.select(
+            day.label("day"),
+            raw.c.user_id,
+            sa.func.count().label("message_count"),
+            *[sa.cast(sa.func.sum(expr), sa.BigInteger).label(name) for name, expr in tokens.items()],
+        )
+        .where(~quarantined)
+        .group_by(day, raw.c.user_id)
+    )
+
+
+def _summary_table(settings: Settings, by_model: bool) -> sa.TableClause:
+    cols = [c for c in checks.SUMMARY_SCHEMA if c != checks.COST] + ["cost_usd"] + (["model"] if by_model else [])
+    name = store.BY_MODEL_TABLE if by_model else store.SUMMARY_TABLE
+    return sa.table(name, *[sa.column(c) for c in cols], schema=settings.schema)
+
+
+def summary_query(settings: Settings, period_type: str, start: datetime, end: datetime, *, by_model: bool = False) -> sa.Select:
+    """Rows of one period type whose period_start is in [start, end), shaped as `checks.SUMMARY_SCHEMA`
+    (or `BY_MODEL_SCHEMA`); cost_usd numeric(18,6) is read as exact Int64 micro-USD."""
+    t = _summary_table(settings, by_model)
+    cols = [t.c[c] for c in checks.SUMMARY_SCHEMA if c != checks.COST]
+    cost = sa.cast(t.c.cost_usd * 1_000_000, sa.BigInteger).label(checks.COST)
+    return sa.select(*([t.c.model] if by_model else []), *cols, cost).where(
+        t.c.period_type == period_type, t.c.period_start >= start, t.c.period_start < end
+    )
+
+
+def quarantine_query(settings: Settings, first_day: str, end_day: str) -> sa.Select:
+    """Quarantined rows per (daily partition key, reason) for days in [first_day, end_day) (ISO dates)."""
+    q = sa.table(store.QUARANTINE_TABLE, sa.column("source"), sa.column("partition_key"), sa.column("reason"), schema=settings.schema)
+    return (
+        sa.select(q.c.partition_key.label("day"), q.c.reason, sa.func.count().label("rows"))
+        .where(q.c.source == source_name(settings), q.c.partition_key >= first_day, q.c.partition_key < end_day)
+        .group_by(q.c.partition_key, q.c.reason)
+    )
+
+
+def duplicates_query(settings: Settings, start: datetime, end: datetime) -> sa.Select:
+    """Message ids found more than once among one day's raw rows: day, message_id, copies."""
+    t = source_table(settings)
+    c = settings.source_columns
+    ts, ident = t.c[c.created_at], sa.cast(t.c[c.id], sa.Text)
+    day = _local_day(settings, ts)
+    return (
+        sa.select(day.label("day"), ident.label("message_id"), sa.func.count().label("copies"))
+        .where(ts >= start, ts < end)
+        .group_by(day, ident)
+        .having(sa.func.count() > 1)
+    )
+
+
+_DAY_SCHEMA = {"day": pl.String()}
+
+
+def _windows(settings: Settings, period_type: str, keys: Sequence[str]) -> tuple[list[store.Window], pl.DataFrame]:
+    pdef = partitions.build(settings)[period_type]
+    wins = [partitions.window(pdef, period_type, k) for k in keys]
+    frame = pl.DataFrame(
+        {
+            "partition_key": [w.partition_key for w in wins],
+            "w_start": [w.start for w in wins],
+            "w_end": [w.end for w in wins],
+            "d0": [w.days[0].isoformat() for w in wins],
+            "d1": [w.days[1].isoformat() for w in wins],
+        }
+    ).with_columns(pl.col("w_start", "w_end").dt.convert_time_zone("UTC").dt.cast_time_unit("us"))
+    return wins, frame
+
+
+def _assign(frame: pl.DataFrame, windows: pl.DataFrame, *, by_day: bool = False) -> dict[str, pl.DataFrame]:
+    """Split rows by the partition whose window holds them (period_start, or the ISO `day`)."""
+    if by_day:
+        cond = [pl.col("day") >= pl.col("d0"), pl.col("day") < pl.col("d1")]
+    else:
+        cond = [pl.col("period_start") >= pl.col("w_start"), pl.col("period_start") < pl.col("w_end")]
+    joined = frame.join_where(windows, *cond).select("partition_key", *frame.columns)
+    empty = frame.clear()
+    parts = {k[0]: v for k, v in joined.partition_by("partition_key", as_dict=True, include_key=False).items()}
+    return {k: parts.get(k, empty) for k in windows["partition_key"]}
+
+
+def expected_daily_keys(settings: Settings, now: datetime | None = None) -> list[str]:
+    """Daily partition keys from the configured start date to the latest complete day."""
+    return partitions.build(settings)["daily"].get_partition_keys(current_time=now)
+
+
+def evaluate(
+    url: sa.URL,
+    settings: Settings,
+    period_type: str,
+    keys: Sequence[str],
+    *,
+    materialized_daily: Iterable[str] = (),
+    thresholds: Thresholds = Thresholds(),
+    now: datetime | None = None,
+) -> dict[str, list[CheckOutcome]]:
+    """Evaluate `checks.rules_for(period_type)` on each partition key; outcomes in RULES order.
+
+    `materialized_daily`: daily partition keys known to be materialized (completeness); `now`:
+    the time that decides the latest complete day (default: now).
+    """
+    if not keys:
+        return {}
+    wins, wf = _windows(settings, period_type, keys)
+    start, end = min(w.start for w in wins), max(w.end for w in wins)
+    rows = _assign(read_arrow(url, summary_query(settings, period_type, start, end), checks.SUMMARY_SCHEMA), wf)
+    by_model = _assign(read_arrow(url, summary_query(settings, period_type, start, end, by_model=True), checks.BY_MODEL_SCHEMA), wf)
+    first_day, end_day = wf["d0"].min(), wf["d1"].max()
+    rejected = _assign(
+        read_arrow(url, quarantine_query(settings, first_day, end_day), {**_DAY_SCHEMA, "reason": pl.String(), "rows": pl.Int64()}), wf, by_day=True
+    )
+    daily = period_type == "daily"
+    if daily:
+        expected = _assign(read_arrow(url, expected_query(settings, start, end), {**_DAY_SCHEMA, **checks.EXPECTED_SCHEMA}), wf, by_day=True)
+        dups = _assign(
+            read_arrow(url, duplicates_query(settings, start, end), {**_DAY_SCHEMA, "message_id": pl.String(), "copies": pl.Int64()}), wf, by_day=True
+        )
+        complete = checks.completeness(expected_daily_keys(settings, now), materialized_daily)
+    else:
+        days = _assign(read_arrow(url, summary_query(settings, "daily", start, end), checks.SUMMARY_SCHEMA), wf)
+
+    out: dict[str, list[CheckOutcome]] = {}
+    for w in wins:
+        k = w.partition_key
+        r, m = rows[k], by_model[k]
+        reasons = dict(rejected[k].select("reason", "rows").iter_rows())
+        found = [
+            checks.keys_and_values(r, m, period_type=period_type, window_start=w.start, window_end=w.end),
+            checks.pricing_coverage(m, max_share=thresholds.max_unpriced_share),
+            checks.quarantine_rate(int(r["message_count"].sum()), reasons, max_share=thresholds.max_quarantine_share),
+        ]
+        if daily:
+            found += [checks.reconcile(expected[k].drop("day"), r), complete, checks.duplicate_raw_rows(dups[k].drop("day"))]
+        else:
+            found.append(checks.rollup_consistency(r, days[k]))
+        by_name = {o.check: o for o in found}
+        out[k] = [by_name[rule.name] for rule in checks.rules_for(period_type)]
+    return out
+
+
+def failed_errors(results: Mapping[str, Mapping[str, Sequence[CheckOutcome]]]) -> list[tuple[str, str, CheckOutcome]]:
+    """(period_type, partition_key, outcome) of every failed ERROR-severity check."""
+    return [
+        (pt, key, o)
+        for pt, by_key in results.items()
+        for key, outcomes in by_key.items()
+        for o in outcomes
+        if not o.passed and o.severity is checks.Severity.ERROR
+    ]
+
+
+_SHORT = {
+    "reconciles_with_raw": "raw",
+    "rollup_matches_daily": "rollup",
+    "keys_and_values": "keys",
+    "completeness": "complete",
+    "pricing_coverage": "pricing",
+    "quarantine_rate": "quarantine",
+    "no_duplicate_raw_rows": "dups",
+}
+
+
+def render(results: Mapping[str, Mapping[str, Sequence[CheckOutcome]]]) -> str:
+    """A text table: one line per partition, one column per rule (ok / WARN / ERROR), then one line
+    per failed check with its summary. `results`: period_type -> partition key -> outcomes."""
+    lines: list[str] = []
+    failures: list[str] = []
+    for pt, by_key in results.items():
+        names = [r.name for r in checks.rules_for(pt)]
+        lines.append(f"{pt:<8} {'partition':<11} " + " ".join(f"{_SHORT[n]:>10}" for n in names))
+        for key, outcomes in by_key.items():
+            cells = {o.check: ("ok" if o.passed else o.severity.value) for o in outcomes}
+            lines.append(f"{pt:<8} {key:<11} " + " ".join(f"{cells.get(n, '-'):>10}" for n in names))
+            failures += [f"  {o.severity.value:<5} {pt} {key} {o.check}: {o.summary}" for o in outcomes if not o.passed]
+    if failures:
+        lines += ["", "failed checks:", *failures]
+    return "\n".join(lines)
