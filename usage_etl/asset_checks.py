@@ -1,20 +1,28 @@
 """Dagster asset checks that run the integrity rules (`checks.py`) on every partition.
 
-One multi-asset check per asset (`daily_user_usage_checks`, …) holds a partitioned
-`AssetCheckSpec` per rule. Selecting an asset selects its checks, so a materialization run
-evaluates them in a step right after the asset's step, on the same partitions; they can also be
-run alone from the UI (or `dagster asset check`) to re-verify partitions, e.g. after late data.
+Each asset (daily, weekly, monthly) has one partitioned, blocking check, `integrity`, evaluated
+by a check step (`daily_user_usage_checks`, …) that runs every rule of the asset on each
+partition. The evaluation's metadata carries each rule's verdict (`<rule>/passed`) and figures;
+its severity is ERROR when an ERROR rule failed (reconciliation, rollup consistency, keys and
+values: downstream assets are blocked), WARN when only WARN rules failed. One check rather than
+one per rule because each evaluation is an event in Dagster's storage (tens of ms on the default
+SQLite instance, per partition): per-rule checks cost more than the rules themselves
+(bench/checks_overhead.py measures it).
+
+Selecting an asset selects its check, so a materialization run evaluates it in a step right after
+the asset's step, on the same partitions; it can also run alone (UI, `dagster asset check`) to
+re-verify partitions, e.g. after late data.
 
 Per-partition results: Dagster 1.13's `AssetCheckResult` carries no partition and takes the run's
 single partition key, while our runs cover ranges (single-run backfills). So the step yields one
-`AssetCheckEvaluation(partition=key)` per rule and partition (Dagster stores a planned row per
-partition of a partitioned check and fills it from these). Partitioned checks are a preview API
-in 1.13 (the warning is silenced here on purpose); tests/test_asset_checks.py pins the behaviour.
+`AssetCheckEvaluation(partition=key)` per partition (Dagster plans one row per partition of a
+partitioned check and fills it from these). Partitioned checks are a preview API in 1.13 (its
+warning is silenced here on purpose); tests/test_asset_checks.py pins the behaviour.
 
 Blocking: a failed blocking ERROR check fails its step and the run. Weekly and monthly
 partitions cannot share a run with daily ones (different partitions definitions), so the
-rollup assets also call `require_daily_checks_passed`, which refuses to roll up a window while a
-blocking check of one of its days last failed, whichever way the rollup was launched.
+rollup assets also call `require_daily_checks_passed`, which refuses to roll up a window while the
+check of one of its days last failed with ERROR, whichever way the rollup was launched.
 """
 
 # No `from __future__ import annotations`: Dagster inspects the context annotation at definition time.
@@ -27,6 +35,7 @@ import polars as pl
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,  # not exported; what AssetCheckResult fills in itself
 )
+from dagster._core.event_api import PartitionKeyFilter  # not exported; the storage API's partition filter
 
 from usage_etl import check_runner, checks, partitions
 from usage_etl.config import Settings
@@ -75,13 +84,37 @@ def _targets(instance: dg.DagsterInstance, asset_key: dg.AssetKey, keys: Sequenc
     return found
 
 
-def _specs(asset_key: dg.AssetKey, period_type: str, pdef: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
+CHECK = "integrity"
+
+
+def _description(period_type: str) -> str:
+    rules = checks.rules_for(period_type)
+    return (
+        "All integrity rules of the partition; the metadata holds each rule's verdict (`<rule>/passed`) and "
+        "figures. Fails with ERROR (blocking downstream) when a rule of severity ERROR fails, with WARN when "
+        "only WARN rules fail.\n\n" + "\n".join(f"- {r.name} ({r.severity.value}): {r.description}" for r in rules)
+    )
+
+
+def combine(outcomes: list[checks.CheckOutcome]) -> dict[str, Any]:
+    """A partition's rule outcomes -> AssetCheckEvaluation fields (passed, severity, description,
+    metadata). Severity ERROR when an ERROR rule failed, else WARN; failed rules listed ERROR first."""
+    failed = sorted((o for o in outcomes if not o.passed), key=lambda o: o.severity is not checks.Severity.ERROR)
+    worst = failed[0].severity if failed else checks.Severity.ERROR
+    md: dict[str, Any] = {}
+    for o in outcomes:
+        md[f"{o.check}/passed"] = o.passed
+        md.update({f"{o.check}/{k}": v for k, v in o.metadata.items()})
+    description = "; ".join(f"{o.check} ({o.severity.value}): {o.summary}" for o in failed) if failed else (
+        f"{len(outcomes)} rules pass: " + ", ".join(o.check for o in outcomes)
+    )
+    return {"passed": not failed, "severity": _SEVERITY[worst], "description": description, "metadata": to_metadata(md)}
+
+
+def _spec(asset_key: dg.AssetKey, period_type: str, pdef: dg.PartitionsDefinition) -> dg.AssetCheckSpec:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)  # partitions_def on a check: used on purpose
-        return [
-            dg.AssetCheckSpec(r.name, asset=asset_key, description=r.description, blocking=r.blocking, partitions_def=pdef)
-            for r in checks.rules_for(period_type)
-        ]
+        return dg.AssetCheckSpec(CHECK, asset=asset_key, description=_description(period_type), blocking=True, partitions_def=pdef)
 
 
 def _build(
@@ -90,41 +123,28 @@ def _build(
     pdef = partitions.build(settings)[period_type]
 
     @dg.multi_asset_check(
-        specs=_specs(asset_key, period_type, pdef),
+        specs=[_spec(asset_key, period_type, pdef)],
         name=f"{asset_key.path[-1]}_checks",
-        can_subset=True,
         pool="usage_etl_db",
         description=f"Integrity rules on each {period_type} partition (usage_etl/checks.py).",
     )
     def _checks(context: dg.AssetCheckExecutionContext, db: PostgresResource):
         keys = context.partition_keys
-        selected = {k.name for k in context.selected_asset_check_keys}
         materialized = context.instance.get_materialized_partitions(daily_key) if period_type == "daily" else set()
         results = check_runner.evaluate(
-            db.url(), settings, period_type, keys, materialized_daily=materialized, thresholds=thresholds or check_runner.Thresholds.from_env()
+            db.engine, settings, period_type, keys, materialized_daily=materialized, thresholds=thresholds or check_runner.Thresholds.from_env()
         )
         targets = _targets(context.instance, asset_key, keys)
-        failed: list[str] = []
+        errors: list[str] = []
         for key, outcomes in results.items():
-            for o in outcomes:
-                if o.check not in selected:
-                    continue
-                if not o.passed:
-                    failed.append(f"{key} {o.check} ({o.severity.value}): {o.summary}")
-                yield dg.AssetCheckEvaluation(
-                    asset_key=asset_key,
-                    check_name=o.check,
-                    passed=o.passed,
-                    metadata=to_metadata(o.metadata),
-                    target_materialization_data=targets.get(key),
-                    severity=_SEVERITY[o.severity],
-                    description=o.summary,
-                    blocking=o.rule.blocking,
-                    partition=key,
-                )
-        context.log.info(f"{len(selected)} checks on {len(keys)} {period_type} partition(s): {len(failed)} failed")
-        for line in failed:
-            context.log.warning(line)
+            errors += [f"{key} {o.check}: {o.summary}" for o in outcomes if not o.passed and o.severity is checks.Severity.ERROR]
+            yield dg.AssetCheckEvaluation(
+                asset_key=asset_key, check_name=CHECK, target_materialization_data=targets.get(key), blocking=True, partition=key, **combine(outcomes)
+            )
+        yield dg.Output(None, output_name=context.op_def.output_defs[0].name)  # the check's output, so the step has it
+        # Every log line is an event in the run's storage; the check results carry the rest.
+        if errors:
+            context.log.error(f"{len(errors)} ERROR rule(s) failed on {period_type} partitions:\n" + "\n".join(errors[:20]))
 
     return _checks
 
@@ -140,21 +160,25 @@ def build_asset_checks(
     return [_build(settings, pt, by_name[f"{pt}_user_usage"], daily_key, thresholds) for pt in ("daily", "weekly", "monthly")]
 
 
-def blocking_daily_checks(daily_key: dg.AssetKey) -> list[dg.AssetCheckKey]:
-    return [dg.AssetCheckKey(daily_key, r.name) for r in checks.rules_for("daily") if r.blocking]
-
-
 def require_daily_checks_passed(context: dg.AssetExecutionContext, daily_key: dg.AssetKey) -> None:
-    """Raise `dg.Failure` when the latest evaluation of a blocking daily check failed for a day in
-    this run's time window. Days never checked do not block."""
+    """Raise `dg.Failure` when the latest evaluation of the daily check failed with ERROR severity
+    for a day in this run's time window. WARN failures and days never checked do not block."""
     tw = context.partition_time_window
     days = pl.date_range(tw.start.date(), tw.end.date(), closed="left", eager=True).cast(pl.String).to_list()
-    info = context.instance.event_log_storage.get_asset_check_partition_info(blocking_daily_checks(daily_key), partition_keys=days)
-    failed = sorted((i.partition_key, i.check_key.name) for i in info if i.latest_execution_status.value == "FAILED")
-    if failed:
-        listed = ", ".join(f"{day} {name}" for day, name in failed[:10]) + (" …" if len(failed) > 10 else "")
+    key = dg.AssetCheckKey(daily_key, CHECK)
+    storage = context.instance.event_log_storage
+    failed = sorted(i.partition_key for i in storage.get_asset_check_partition_info([key], partition_keys=days)
+                    if i.latest_execution_status.value == "FAILED")
+    blocked: dict[str, str] = {}
+    for day in failed:  # usually none; FAILED does not tell ERROR from WARN, the evaluation does
+        latest = storage.get_asset_check_execution_history(key, limit=1, partition_filter=PartitionKeyFilter(key=day))
+        evaluation = latest[0].evaluation if latest else None
+        if evaluation is not None and evaluation.severity == dg.AssetCheckSeverity.ERROR:
+            blocked[day] = evaluation.description or ""
+    if blocked:
+        listed = "; ".join(f"{day}: {why}" for day, why in list(blocked.items())[:5]) + (" …" if len(blocked) > 5 else "")
         raise dg.Failure(
-            description=f"not rolled up: blocking checks of {daily_key.to_user_string()} failed for {len(failed)} day(s): {listed}. "
-            "Fix and rematerialize those days (their checks run again), then retry.",
-            metadata={"failed_daily_checks": dg.MetadataValue.json([{"partition": d, "check": n} for d, n in failed])},
+            description=f"not rolled up: the {CHECK} check of {daily_key.to_user_string()} failed with ERROR for "
+            f"{len(blocked)} day(s). {listed}. Fix and rematerialize those days (their checks run again), then retry.",
+            metadata={"blocked_days": dg.MetadataValue.json(sorted(blocked))},
         )

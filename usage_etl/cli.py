@@ -146,7 +146,7 @@ def check(start: datetime | None, end: datetime | None, granularity: str) -> Non
     from usage_etl import check_runner, runs
 
     settings = _settings()
-    _, url = _engine(settings)
+    engine, _ = _engine(settings)
     first = start.date() if start else settings.start_date
     last = end.date() if end else _default_end(settings)
     try:
@@ -155,7 +155,7 @@ def check(start: datetime | None, end: datetime | None, granularity: str) -> Non
         raise click.ClickException(str(exc)) from exc
     materialized = runs.instance().get_materialized_partitions(runs.USAGE_ASSETS[0].key)
     results = {
-        g: check_runner.evaluate(url, settings, g, runs.partition_keys(g, first, last), materialized_daily=materialized, thresholds=thresholds)
+        g: check_runner.evaluate(engine, settings, g, runs.partition_keys(g, first, last), materialized_daily=materialized, thresholds=thresholds)
         for g in (runs.GRANULARITIES if granularity == "all" else [granularity])
     }
     click.echo(check_runner.render(results))
