@@ -20,7 +20,6 @@ from usage_etl.resources import PostgresResource
 TODAY = datetime.now(timezone.utc).date()
 D1_DATE = TODAY - timedelta(days=2)
 D1, D2 = D1_DATE.isoformat(), (TODAY - timedelta(days=1)).isoformat()
-RANGE = {runs.RANGE_START: D1, runs.RANGE_END: D2}
 
 
 @pytest.fixture
@@ -32,7 +31,6 @@ def env(settings, engine, db_url):
     return {
         "cfg": cfg,
         "assets": defs,
-        "checks": asset_checks.build_asset_checks(cfg, defs),
         "resources": {"db": PostgresResource(database_url=db_url.render_as_string(hide_password=False))},
         "pdefs": partitions.build(cfg),
     }
@@ -41,7 +39,7 @@ def env(settings, engine, db_url):
 def run(env, instance, selection, keys: tuple[str, str] | None = None, **kw) -> dg.ExecuteInProcessResult:
     tags = {runs.RANGE_START: keys[0], runs.RANGE_END: keys[1]} if keys else {}
     return dg.materialize(
-        [*env["assets"], *env["checks"]], selection=selection, instance=instance, resources=env["resources"],
+        env["assets"], selection=selection, instance=instance, resources=env["resources"],
         tags=tags, raise_on_error=False, **kw,
     )
 
@@ -111,27 +109,39 @@ def test_single_partition_run_records_its_partition(env):
         assert run(env, instance, [env["assets"][1]], (week, week)).success
 
 
-def test_corrupted_summary_fails_reconciliation_and_weekly_does_not_run(env, engine):
+def corrupt_daily_output(monkeypatch, user: str = U1, extra: int = 7) -> None:
+    """A fault in the pipeline: `user`'s daily output_tokens come out `extra` too high."""
+    real = store.summary_rows
+
+    def corrupt(frame, window):
+        rows = real(frame, window)
+        if window.period_type != "daily":
+            return rows
+        return rows.with_columns(output_tokens=pl.col("output_tokens") + (pl.col("user_id") == user).cast(pl.Int64) * extra)
+
+    monkeypatch.setattr(store, "summary_rows", corrupt)
+
+
+def test_corrupted_summary_fails_reconciliation_and_weekly_does_not_run(env, engine, monkeypatch):
     daily, weekly, _ = env["assets"]
     with dg.instance_for_test() as instance:
-        assert run(env, instance, [daily], (D1, D2)).success
-        with engine.begin() as conn:  # a token sum changed behind the pipeline's back
-            conn.execute(sa.text("UPDATE user_token_usage SET output_tokens = 137 "
-                                 "WHERE period_type = 'daily' AND user_id = :u AND period_start = :d"), {"u": U1, "d": D1})
-
-        r = run(env, instance, dg.AssetSelection.checks_for_assets(daily), (D1, D2))  # re-verify, no rematerialization
-        assert not r.success
+        corrupt_daily_output(monkeypatch)
+        r = run(env, instance, [daily], (D1, D2))
+        assert not r.success  # blocking check failed with ERROR
         failure = next(e for e in r.all_events if e.event_type_value == "STEP_FAILURE")
         assert failure.event_specific_data.error.cls_name == "DagsterAssetCheckFailedError"
+        assert instance.get_materialized_partitions(daily.key) == {D1, D2}  # written, then found wrong
         evs = evaluations(r)
-        d1 = evs[("integrity", D1)]
-        assert not d1.passed and d1.severity == dg.AssetCheckSeverity.ERROR and evs[("integrity", D2)].passed
+        d1, d2 = evs[("integrity", D1)], evs[("integrity", D2)]
+        assert not d1.passed and d1.severity == dg.AssetCheckSeverity.ERROR
         assert d1.description.startswith(
             f"reconciles_with_raw (ERROR): 1 user(s) differ from raw; first: {U1} output_tokens expected 130, actual 137")
         assert f"| {U1} | output_tokens | 130 | 137 |" in d1.metadata["reconciles_with_raw/first_differences"].value
         assert d1.metadata["reconciles_with_raw/expected_totals"].value["output_tokens"] == 135
         assert d1.metadata["reconciles_with_raw/actual_totals"].value["output_tokens"] == 142
-        assert d1.metadata["keys_and_values/total_mismatch"] == dg.MetadataValue.int(1)  # total no longer adds up
+        # total no longer adds up on the user row and its two by-model rows (both went through summary_rows)
+        assert d1.metadata["keys_and_values/total_mismatch"] == dg.MetadataValue.int(3)
+        assert d2.description.startswith(f"reconciles_with_raw (ERROR): 1 user(s) differ from raw; first: {U1} output_tokens expected 40, actual 47")
 
         keys = rollup_keys(env, "weekly")
         w = run(env, instance, [weekly], keys)
@@ -143,8 +153,9 @@ def test_corrupted_summary_fails_reconciliation_and_weekly_does_not_run(env, eng
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT count(*) FROM user_token_usage WHERE period_type = 'weekly'")).scalar_one() == 0
 
-        # Rematerializing the day rewrites the row, its checks pass again, and the week rolls up.
-        assert run(env, instance, [daily], (D1, D1)).success
+        # Fixed: rematerializing the days rewrites the rows, the checks pass, the week rolls up.
+        monkeypatch.undo()
+        assert run(env, instance, [daily], (D1, D2)).success
         assert run(env, instance, [weekly], keys).success
 
 
@@ -153,15 +164,7 @@ def test_backfill_stops_before_weekly_when_daily_check_fails(settings, engine, t
     check fails the daily run, and no weekly run is launched."""
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     sample.write(engine, settings, messages(D1_DATE))  # the CLI's assets read the default source table
-    real = store.summary_rows
-
-    def corrupt(frame, window):  # an aggregation bug: one user's daily output grows by 7 tokens
-        rows = real(frame, window)
-        if window.period_type == "daily":
-            rows = rows.with_columns(output_tokens=rows["output_tokens"] + (rows["user_id"] == U1).cast(pl.Int64) * 7)
-        return rows
-
-    monkeypatch.setattr(store, "summary_rows", corrupt)
+    corrupt_daily_output(monkeypatch)
     res = CliRunner().invoke(cli.main, ["backfill", "--start", D1, "--end", D2])
     assert res.exit_code == 1, res.output
     assert "daily" in res.output and "FAILED" in res.output

@@ -1,17 +1,16 @@
 """Dagster asset checks that run the integrity rules (`checks.py`) on every partition.
 
-Each asset (daily, weekly, monthly) has one partitioned, blocking check, `integrity`, evaluated
-by a check step (`daily_user_usage_checks`, …) that runs every rule of the asset on each
-partition. The evaluation's metadata carries each rule's verdict (`<rule>/passed`) and figures;
+Each asset (daily, weekly, monthly) declares one partitioned, blocking check, `integrity`
+(`check_specs`), and evaluates it in its own step right after writing, on each partition of the run
+(`evaluate`). The evaluation's metadata carries each rule's verdict (`<rule>/passed`) and figures;
 its severity is ERROR when an ERROR rule failed (reconciliation, rollup consistency, keys and
-values: downstream assets are blocked), WARN when only WARN rules failed. One check rather than
-one per rule because each evaluation is an event in Dagster's storage (tens of ms on the default
-SQLite instance, per partition): per-rule checks cost more than the rules themselves
-(bench/checks_overhead.py measures it).
+values), which fails the step and blocks what depends on it, and WARN when only WARN rules failed.
 
-Selecting an asset selects its check, so a materialization run evaluates it in a step right after
-the asset's step, on the same partitions; it can also run alone (UI, `dagster asset check`) to
-re-verify partitions, e.g. after late data.
+Why in the asset's step and one check: every check evaluation, and every step, is stored as events
+in Dagster's storage, tens of ms each on the default SQLite instance. A separate check step, or one
+check per rule, cost more than the rules themselves and took the checks well past 20% of a
+partition's run time (bench/checks_overhead.py measures it). The price: Dagster cannot run the
+check without rematerializing; `usage-etl check` re-verifies any range without writing.
 
 Per-partition results: Dagster 1.13's `AssetCheckResult` carries no partition and takes the run's
 single partition key, while our runs cover ranges (single-run backfills). So the step yields one
@@ -19,27 +18,27 @@ single partition key, while our runs cover ranges (single-run backfills). So the
 partitioned check and fills it from these). Partitioned checks are a preview API in 1.13 (its
 warning is silenced here on purpose); tests/test_asset_checks.py pins the behaviour.
 
-Blocking: a failed blocking ERROR check fails its step and the run. Weekly and monthly
-partitions cannot share a run with daily ones (different partitions definitions), so the
-rollup assets also call `require_daily_checks_passed`, which refuses to roll up a window while the
-check of one of its days last failed with ERROR, whichever way the rollup was launched.
+Weekly and monthly partitions cannot share a run with daily ones (different partitions
+definitions), so Dagster's blocking never reaches them; the rollup assets call
+`require_daily_checks_passed`, which refuses to roll up a window while the check of one of its
+days last failed with ERROR, however the rollup was launched.
 """
 
 # No `from __future__ import annotations`: Dagster inspects the context annotation at definition time.
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dagster as dg
 import polars as pl
+import sqlalchemy as sa
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,  # not exported; what AssetCheckResult fills in itself
 )
 from dagster._core.event_api import PartitionKeyFilter  # not exported; the storage API's partition filter
 
-from usage_etl import check_runner, checks, partitions
+from usage_etl import check_runner, checks
 from usage_etl.config import Settings
-from usage_etl.resources import PostgresResource
 
 _SEVERITY = {checks.Severity.ERROR: dg.AssetCheckSeverity.ERROR, checks.Severity.WARN: dg.AssetCheckSeverity.WARN}
 
@@ -111,53 +110,46 @@ def combine(outcomes: list[checks.CheckOutcome]) -> dict[str, Any]:
     return {"passed": not failed, "severity": _SEVERITY[worst], "description": description, "metadata": to_metadata(md)}
 
 
-def _spec(asset_key: dg.AssetKey, period_type: str, pdef: dg.PartitionsDefinition) -> dg.AssetCheckSpec:
+def check_specs(asset_name: str, period_type: str, pdef: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
+    """The `integrity` check of asset `asset_name`, partitioned like it, blocking."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)  # partitions_def on a check: used on purpose
-        return dg.AssetCheckSpec(CHECK, asset=asset_key, description=_description(period_type), blocking=True, partitions_def=pdef)
+        return [dg.AssetCheckSpec(CHECK, asset=asset_name, description=_description(period_type), blocking=True, partitions_def=pdef)]
 
 
-def _build(
-    settings: Settings, period_type: str, asset_key: dg.AssetKey, daily_key: dg.AssetKey, thresholds: check_runner.Thresholds | None
-) -> dg.AssetChecksDefinition:
-    pdef = partitions.build(settings)[period_type]
+def evaluate(
+    context: dg.AssetExecutionContext,
+    engine: sa.Engine,
+    settings: Settings,
+    period_type: str,
+    daily_key: dg.AssetKey,
+    thresholds: check_runner.Thresholds | None = None,
+) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+    """Evaluate the rules on each partition of the run and yield one `integrity` evaluation per
+    partition, then the check's output. Yield from it after the asset's `MaterializeResult`.
 
-    @dg.multi_asset_check(
-        specs=[_spec(asset_key, period_type, pdef)],
-        name=f"{asset_key.path[-1]}_checks",
-        pool="usage_etl_db",
-        description=f"Integrity rules on each {period_type} partition (usage_etl/checks.py).",
+    `daily_key`: the daily asset (completeness). `thresholds` None: from the environment.
+    Raises ConfigError if a threshold variable is malformed.
+    """
+    asset_key = context.asset_key
+    if dg.AssetCheckKey(asset_key, CHECK) not in context.selected_asset_check_keys:
+        return  # an asset built without its check (bench/checks_overhead.py)
+    keys = context.partition_keys
+    materialized = (context.instance.get_materialized_partitions(daily_key) | set(keys)) if period_type == "daily" else set()
+    results = check_runner.evaluate(
+        engine, settings, period_type, keys, materialized_daily=materialized, thresholds=thresholds or check_runner.Thresholds.from_env()
     )
-    def _checks(context: dg.AssetCheckExecutionContext, db: PostgresResource):
-        keys = context.partition_keys
-        materialized = context.instance.get_materialized_partitions(daily_key) if period_type == "daily" else set()
-        results = check_runner.evaluate(
-            db.engine, settings, period_type, keys, materialized_daily=materialized, thresholds=thresholds or check_runner.Thresholds.from_env()
+    targets = _targets(context.instance, asset_key, keys)
+    errors: list[str] = []
+    for key, outcomes in results.items():
+        errors += [f"{key} {o.check}: {o.summary}" for o in outcomes if not o.passed and o.severity is checks.Severity.ERROR]
+        yield dg.AssetCheckEvaluation(
+            asset_key=asset_key, check_name=CHECK, target_materialization_data=targets.get(key), blocking=True, partition=key, **combine(outcomes)
         )
-        targets = _targets(context.instance, asset_key, keys)
-        errors: list[str] = []
-        for key, outcomes in results.items():
-            errors += [f"{key} {o.check}: {o.summary}" for o in outcomes if not o.passed and o.severity is checks.Severity.ERROR]
-            yield dg.AssetCheckEvaluation(
-                asset_key=asset_key, check_name=CHECK, target_materialization_data=targets.get(key), blocking=True, partition=key, **combine(outcomes)
-            )
-        yield dg.Output(None, output_name=context.op_def.output_defs[0].name)  # the check's output, so the step has it
-        # Every log line is an event in the run's storage; the check results carry the rest.
-        if errors:
-            context.log.error(f"{len(errors)} ERROR rule(s) failed on {period_type} partitions:\n" + "\n".join(errors[:20]))
-
-    return _checks
-
-
-def build_asset_checks(
-    settings: Settings, assets: Sequence[dg.AssetsDefinition], thresholds: check_runner.Thresholds | None = None
-) -> list[dg.AssetChecksDefinition]:
-    """The checks of the daily, weekly and monthly assets of `assets.build_assets(settings)`.
-
-    `thresholds` None: read from the environment at run time (`Thresholds.from_env`)."""
-    by_name = {a.key.path[-1]: a.key for a in assets}
-    daily_key = by_name["daily_user_usage"]
-    return [_build(settings, pt, by_name[f"{pt}_user_usage"], daily_key, thresholds) for pt in ("daily", "weekly", "monthly")]
+    yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(dg.AssetCheckKey(asset_key, CHECK)))
+    # Every log line is an event in the run's storage; the evaluations carry the details.
+    if errors:
+        context.log.error(f"{len(errors)} ERROR rule(s) failed on {period_type} partitions:\n" + "\n".join(errors[:20]))
 
 
 def require_daily_checks_passed(context: dg.AssetExecutionContext, daily_key: dg.AssetKey) -> None:

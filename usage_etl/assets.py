@@ -66,8 +66,9 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         group_name=GROUP,
         kinds={"polars", "postgres"},
         pool="usage_etl_db",
+        check_specs=asset_checks.check_specs("daily_user_usage", "daily", PARTITIONS["daily"]),
     )
-    def daily_user_usage(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
+    def daily_user_usage(context: dg.AssetExecutionContext, db: PostgresResource):
         """Per-user usage for each day: `user_token_usage` and `user_token_usage_by_model` rows with
         period_type='daily', the conversation-day grain, and quarantined raw rows of the day."""
         engine, url = db.engine, db.url()
@@ -78,9 +79,10 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             lambda key: pipeline.run_daily(engine, url, settings, book, partitions.window(PARTITIONS["daily"], "daily", key)),
         )
         unpartitioned = pipeline.quarantine_unpartitioned(engine, url, settings)
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
             metadata=_metadata(results, {"price_book_version": book.version, "rows_without_created_at": unpartitioned})
         )
+        yield from asset_checks.evaluate(context, engine, settings, "daily", context.asset_key)
 
     def _rollup_asset(period_type: str) -> dg.AssetsDefinition:
         @dg.asset(
@@ -91,10 +93,11 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             group_name=GROUP,
             kinds={"polars", "postgres"},
             pool="usage_etl_db",
+            check_specs=asset_checks.check_specs(f"{period_type}_user_usage", period_type, PARTITIONS[period_type]),
             description=f"Per-user usage for each {period_type.removesuffix('ly')} (period_type='{period_type}'), "
             "rolled up from the conversation-day grain: exact distinct conversation counts, no raw rescan.",
         )
-        def rollup(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
+        def rollup(context: dg.AssetExecutionContext, db: PostgresResource):
             asset_checks.require_daily_checks_passed(context, daily_user_usage.key)
             engine, url = db.engine, db.url()
             results = _run_each(
@@ -102,7 +105,8 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 period_type,
                 lambda key: pipeline.run_rollup(engine, url, settings, partitions.window(PARTITIONS[period_type], period_type, key)),
             )
-            return dg.MaterializeResult(metadata=_metadata(results))
+            yield dg.MaterializeResult(metadata=_metadata(results))
+            yield from asset_checks.evaluate(context, engine, settings, period_type, daily_user_usage.key)
 
         return rollup
 
@@ -113,4 +117,3 @@ SETTINGS = Settings.from_env()
 PARTITIONS = partitions.build(SETTINGS)
 USAGE_ASSETS = build_assets(SETTINGS)
 daily_user_usage, weekly_user_usage, monthly_user_usage = USAGE_ASSETS
-USAGE_CHECKS = asset_checks.build_asset_checks(SETTINGS, USAGE_ASSETS)

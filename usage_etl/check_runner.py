@@ -68,9 +68,10 @@ def expected_query(settings: Settings, start: datetime, end: datetime) -> sa.Sel
     OpenAI responses (input/output details present) -> input = input - cached, cache_read = cached;
     otherwise Anthropic fields as they are, reasoning 0.
     """
-    raw = window_query(settings, start, end).subquery("raw")
+    # MATERIALIZED: each row's JSON fields are extracted once (as in the pipeline's own read), not
+    # again in every expression below that uses them.
+    raw = window_query(settings, start, end).cte("raw").prefix_with("MATERIALIZED")
     fields = [f for f in USAGE_FIELDS if f != "u_cache_creation_1h_input_tokens"]  # the 1h part is inside cache_creation
-    day = _local_day(settings, raw.c.created_at)
     q = sa.table(store.QUARANTINE_TABLE, sa.column("source"), sa.column("partition_key"), sa.column("message_id"), schema=settings.schema)
     first_day, end_day = (t.astimezone(settings.tz).date().isoformat() for t in (start, end))
     # NOT IN over a small subquery runs as one hashed lookup; a correlated NOT EXISTS was planned as
@@ -86,19 +87,16 @@ def expected_query(settings: Settings, start: datetime, end: datetime) -> sa.Sel
     integers = sa.func.concat_ws(",", *[raw.c[f] for f in fields]).regexp_match(_ALL_INTEGERS)
     chat = sa.or_(raw.c.u_prompt_tokens.is_not(None), raw.c.u_completion_tokens.is_not(None))
     responses = sa.and_(~chat, sa.or_(raw.c.u_input_cached_tokens.is_not(None), raw.c.u_output_reasoning_tokens.is_not(None)))
-    # Each field cast once (MATERIALIZED keeps PostgreSQL from inlining the casts into every
-    # expression below that uses a field).
     n = (
         sa.select(
-            day.label("day"),
+            sa.cast(sa.func.timezone(settings.timezone, raw.c.created_at), sa.Date).label("day"),
             raw.c.user_id,
             chat.label("chat"),
             responses.label("responses"),
             *[sa.func.coalesce(sa.cast(raw.c[f], sa.BigInteger), 0).label(f) for f in fields],
         )
         .where(~quarantined, integers)
-        .cte("parsed")
-        .prefix_with("MATERIALIZED")
+        .subquery("parsed")
     )
     openai = sa.or_(n.c.chat, n.c.responses)
     cached = sa.case((n.c.chat, n.c.u_prompt_cached_tokens), else_=n.c.u_input_cached_tokens)
@@ -113,7 +111,7 @@ def expected_query(settings: Settings, start: datetime, end: datetime) -> sa.Sel
     total = canon.c.input_tokens + canon.c.cache_creation_input_tokens + canon.c.cache_read_input_tokens + canon.c.output_tokens
     sums = {**{k: canon.c[k] for k in tokens}, "total_tokens": total}
     return sa.select(
-        canon.c.day,
+        sa.func.to_char(canon.c.day, _DAY_FORMAT).label("day"),
         canon.c.user_id,
         sa.func.count().label("message_count"),
         *[sa.cast(sa.func.sum(e), sa.BigInteger).label(k) for k, e in sums.items()],

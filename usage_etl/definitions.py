@@ -2,11 +2,10 @@
 
 import dagster as dg
 
-from usage_etl.assets import USAGE_ASSETS, USAGE_CHECKS
+from usage_etl.assets import USAGE_ASSETS
 from usage_etl.resources import PostgresResource
 
 defs = dg.Definitions(
     assets=USAGE_ASSETS,
-    asset_checks=USAGE_CHECKS,
     resources={"db": PostgresResource()},
 )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from usage_etl.assets import PARTITIONS, USAGE_ASSETS, USAGE_CHECKS
+from usage_etl.assets import PARTITIONS, USAGE_ASSETS
 from usage_etl.resources import PostgresResource
 
 GRANULARITIES = ["daily", "weekly", "monthly"]
@@ -53,8 +53,8 @@ def materialize_range(
     for i in range(0, len(keys), size):
         batch = keys[i : i + size]
         result = dg.materialize(
-            [*USAGE_ASSETS, *USAGE_CHECKS],
-            selection=[asset],  # selects the asset's checks too
+            USAGE_ASSETS,
+            selection=[asset],
             instance=inst,
             resources=resources or {"db": PostgresResource()},
             tags={RANGE_START: batch[0], RANGE_END: batch[-1]},
