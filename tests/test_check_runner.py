@@ -25,7 +25,7 @@ def cfg(settings):
 
 def expected(cfg, db_url) -> pl.DataFrame:
     start, end = datetime(2026, 3, 2, tzinfo=timezone.utc), datetime(2026, 3, 4, tzinfo=timezone.utc)
-    frame = read_arrow(db_url, check_runner.expected_query(cfg, start, end), {"day": pl.String(), **EXPECTED_SCHEMA})
+    frame = read_arrow(db_url, check_runner.expected_query(cfg, start, end, D1, "2026-03-04"), {"day": pl.String(), **EXPECTED_SCHEMA})
     return frame.sort("day", "user_id")
 
 
@@ -60,7 +60,7 @@ def test_expected_query_groups_by_business_day(engine, db_url, cfg):
     assert moved.equals(pl.concat([with_day(D1, D1_FIGURES), with_day(D2, D2_FIGURES)]))
     tokyo = replace(cfg, timezone="Asia/Tokyo")  # UTC+9: m6 (23:30 UTC on D2) falls on 2026-03-04
     start, end = datetime(2026, 3, 1, 15, tzinfo=timezone.utc), datetime(2026, 3, 4, 15, tzinfo=timezone.utc)
-    days = read_arrow(db_url, check_runner.expected_query(tokyo, start, end), {"day": pl.String(), **EXPECTED_SCHEMA})
+    days = read_arrow(db_url, check_runner.expected_query(tokyo, start, end, "2026-03-02", "2026-03-05"), {"day": pl.String(), **EXPECTED_SCHEMA})
     assert days.filter(pl.col("user_id") == U2).sort("day")["day"].to_list() == ["2026-03-02", "2026-03-04"]
 
 

@@ -13,6 +13,7 @@ quarantine rows. It shares no Polars code with the summaries it checks.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -59,9 +60,13 @@ def _local_day(settings: Settings, ts: sa.ColumnElement) -> sa.ColumnElement:
     return sa.func.to_char(sa.func.timezone(settings.timezone, ts), _DAY_FORMAT)
 
 
-def expected_query(settings: Settings, start: datetime, end: datetime) -> sa.Select:
-    """Per (day, user) over raw rows with start <= created_at < end, minus quarantined message ids:
-    day (text partition key), user_id, message_count and the token sums of `checks.RECONCILED`.
+Bound = datetime | sa.BindParameter  # a value, or a bind parameter of a statement built once
+
+
+def expected_query(settings: Settings, start: Bound, end: Bound, first_day: str | sa.BindParameter, end_day: str | sa.BindParameter) -> sa.Select:
+    """Per (day, user) over raw rows with start <= created_at < end, minus the message ids
+    quarantined for days in [first_day, end_day) (ISO dates, the same window): day (text
+    partition key), user_id, message_count and the token sums of `checks.RECONCILED`.
 
     Token semantics (DESIGN.md §2), written in SQL: OpenAI chat (prompt/completion present) ->
     input = prompt - cached, cache_read = cached, output = completion, reasoning from its details;
@@ -73,7 +78,6 @@ def expected_query(settings: Settings, start: datetime, end: datetime) -> sa.Sel
     raw = window_query(settings, start, end).cte("raw").prefix_with("MATERIALIZED")
     fields = [f for f in USAGE_FIELDS if f != "u_cache_creation_1h_input_tokens"]  # the 1h part is inside cache_creation
     q = sa.table(store.QUARANTINE_TABLE, sa.column("source"), sa.column("partition_key"), sa.column("message_id"), schema=settings.schema)
-    first_day, end_day = (t.astimezone(settings.tz).date().isoformat() for t in (start, end))
     # NOT IN over a small subquery runs as one hashed lookup; a correlated NOT EXISTS was planned as
     # an index probe per raw row. NULL ids are left out, or NOT IN would match nothing.
     quarantined = raw.c.message_id.in_(
@@ -124,7 +128,7 @@ def _summary_table(settings: Settings, by_model: bool) -> sa.TableClause:
     return sa.table(name, *[sa.column(c) for c in cols], schema=settings.schema)
 
 
-def summary_query(settings: Settings, period_type: str, start: datetime, end: datetime, *, by_model: bool = False) -> sa.Select:
+def summary_query(settings: Settings, period_type: str, start: Bound, end: Bound, *, by_model: bool = False) -> sa.Select:
     """Rows of one period type whose period_start is in [start, end), shaped as `checks.SUMMARY_SCHEMA`
     (or `BY_MODEL_SCHEMA`); cost_usd numeric(18,6) is read as exact Int64 micro-USD."""
     t = _summary_table(settings, by_model)
@@ -135,7 +139,7 @@ def summary_query(settings: Settings, period_type: str, start: datetime, end: da
     )
 
 
-def quarantine_query(settings: Settings, first_day: str, end_day: str) -> sa.Select:
+def quarantine_query(settings: Settings, first_day: str | sa.BindParameter, end_day: str | sa.BindParameter) -> sa.Select:
     """Quarantined rows per (daily partition key, reason) for days in [first_day, end_day) (ISO dates)."""
     q = sa.table(store.QUARANTINE_TABLE, sa.column("source"), sa.column("partition_key"), sa.column("reason"), schema=settings.schema)
     return (
@@ -145,7 +149,7 @@ def quarantine_query(settings: Settings, first_day: str, end_day: str) -> sa.Sel
     )
 
 
-def duplicates_query(settings: Settings, start: datetime, end: datetime) -> sa.Select:
+def duplicates_query(settings: Settings, start: Bound, end: Bound) -> sa.Select:
     """Message ids found more than once among one day's raw rows: day, message_id, copies."""
     t = source_table(settings)
     c = settings.source_columns
@@ -181,6 +185,8 @@ def _windows(settings: Settings, period_type: str, keys: Sequence[str]) -> tuple
 
 def _assign(frame: pl.DataFrame, windows: pl.DataFrame, *, by_day: bool = False) -> dict[str, pl.DataFrame]:
     """Split rows by the partition whose window holds them (period_start, or the ISO `day`)."""
+    if windows.height == 1:  # the query already kept only the window's rows
+        return {windows["partition_key"][0]: frame}
     if by_day:
         cond = [pl.col("day") >= pl.col("d0"), pl.col("day") < pl.col("d1")]
     else:
@@ -191,8 +197,29 @@ def _assign(frame: pl.DataFrame, windows: pl.DataFrame, *, by_day: bool = False)
     return {k: parts.get(k, empty) for k in windows["partition_key"]}
 
 
-def _read(conn: sa.Connection, stmt: sa.Select, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    return pl.read_database(stmt, connection=conn, schema_overrides=schema).cast(schema).select(list(schema))  # type: ignore[arg-type]
+@functools.cache
+def _statements(settings: Settings, period_type: str) -> dict[str, tuple[sa.Select, dict[str, pl.DataType]]]:
+    """The input SELECTs of `evaluate`, built once per settings and period type with bind
+    parameters start, end (instants) and first_day, end_day (ISO dates): building and compiling
+    them costs more than running them on one day."""
+    start, end = (sa.bindparam(n, type_=sa.DateTime(timezone=True)) for n in ("start", "end"))
+    first_day, end_day = (sa.bindparam(n, type_=sa.Text) for n in ("first_day", "end_day"))
+    out = {
+        "rows": (summary_query(settings, period_type, start, end), checks.SUMMARY_SCHEMA),
+        "by_model": (summary_query(settings, period_type, start, end, by_model=True), checks.BY_MODEL_SCHEMA),
+        "rejected": (quarantine_query(settings, first_day, end_day), _QUARANTINE_SCHEMA),
+    }
+    if period_type == "daily":
+        out["expected"] = (expected_query(settings, start, end, first_day, end_day), {**_DAY_SCHEMA, **checks.EXPECTED_SCHEMA})
+        out["dups"] = (duplicates_query(settings, start, end), _DUPLICATES_SCHEMA)
+    else:
+        out["days"] = (summary_query(settings, "daily", start, end), checks.SUMMARY_SCHEMA)
+    return out
+
+
+def _read(conn: sa.Connection, stmt: sa.Select, schema: dict[str, pl.DataType], params: dict) -> pl.DataFrame:
+    frame = pl.read_database(stmt, connection=conn, schema_overrides=schema, execute_options={"parameters": params})
+    return frame.cast(schema).select(list(schema))  # type: ignore[arg-type]
 
 
 def expected_daily_keys(settings: Settings, now: datetime | None = None) -> list[str]:
@@ -218,20 +245,22 @@ def evaluate(
     if not keys:
         return {}
     wins, wf = _windows(settings, period_type, keys)
-    start, end = min(w.start for w in wins), max(w.end for w in wins)
-    first_day, end_day = wf["d0"].min(), wf["d1"].max()
-    daily = period_type == "daily"
+    params = {
+        "start": min(w.start for w in wins), "end": max(w.end for w in wins),
+        "first_day": wf["d0"].min(), "end_day": wf["d1"].max(),
+    }
     with engine.connect() as conn:
-        rows = _assign(_read(conn, summary_query(settings, period_type, start, end), checks.SUMMARY_SCHEMA), wf)
-        by_model = _assign(_read(conn, summary_query(settings, period_type, start, end, by_model=True), checks.BY_MODEL_SCHEMA), wf)
-        rejected = _assign(_read(conn, quarantine_query(settings, first_day, end_day), _QUARANTINE_SCHEMA), wf, by_day=True)
-        if daily:
-            expected = _assign(_read(conn, expected_query(settings, start, end), {**_DAY_SCHEMA, **checks.EXPECTED_SCHEMA}), wf, by_day=True)
-            dups = _assign(_read(conn, duplicates_query(settings, start, end), _DUPLICATES_SCHEMA), wf, by_day=True)
-        else:
-            days = _assign(_read(conn, summary_query(settings, "daily", start, end), checks.SUMMARY_SCHEMA), wf)
+        found = {
+            name: _assign(_read(conn, stmt, schema, params), wf, by_day="day" in schema)
+            for name, (stmt, schema) in _statements(settings, period_type).items()
+        }
+    rows, by_model, rejected = found["rows"], found["by_model"], found["rejected"]
+    daily = period_type == "daily"
     if daily:
+        expected, dups = found["expected"], found["dups"]
         complete = checks.completeness(expected_daily_keys(settings, now), materialized_daily)
+    else:
+        days = found["days"]
 
     out: dict[str, list[CheckOutcome]] = {}
     for w in wins:

@@ -220,34 +220,32 @@ def keys_and_values(
     `BY_MODEL_SCHEMA`); `window_start`/`window_end` are tz-aware instants. Counts each kind of
     violation; passes when every count is 0."""
     total = sum((pl.col(c) for c in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")), pl.lit(0))
-    negative = pl.any_horizontal(pl.col(c) < 0 for c in TOKENS)
-    wrong_window = (
-        (pl.col("period_type") != period_type)
+    row_flags = {
+        "negative_tokens": pl.any_horizontal(pl.col(c) < 0 for c in TOKENS),
+        "reasoning_exceeds_output": pl.col("reasoning_tokens") > pl.col("output_tokens"),
+        "total_mismatch": pl.col("total_tokens") != total,
+        "window_mismatch": (pl.col("period_type") != period_type)
         | (pl.col("period_start") != pl.lit(window_start).dt.convert_time_zone("UTC"))
-        | (pl.col("period_end") != pl.lit(window_end).dt.convert_time_zone("UTC"))
-    )
-    both = pl.concat([rows.with_columns(model=pl.lit(None, pl.String)), by_model.select(*rows.columns, "model")])
-    dup_user = rows.group_by("user_id", "period_type", "period_start").len().filter(pl.col("len") > 1)
-    dup_model = by_model.group_by("user_id", "period_type", "period_start", "model").len().filter(pl.col("len") > 1)
-
+        | (pl.col("period_end") != pl.lit(window_end).dt.convert_time_zone("UTC")),
+    }
+    key = ["user_id", "period_type", "period_start"]
+    flagged = pl.concat([
+        rows.select("user_id", pl.lit(None, pl.String).alias("model"), pl.struct(key).is_duplicated().alias("duplicate_keys"), **row_flags),
+        by_model.select("user_id", "model", pl.struct(*key, "model").is_duplicated().alias("duplicate_keys"), **row_flags),
+    ])
     models = by_model.group_by("user_id").agg(*[pl.col(c).sum() for c in ADDITIVE], pl.col(COST).sum(), pl.len().alias("models"))
     by_model_diff = _differences(models, rows, ["user_id"], ADDITIVE)
-    paired = rows.join(models, on="user_id", how="inner", suffix="_models")
-    cost_diff = paired.filter((pl.col(COST) - pl.col(f"{COST}_models")).abs() * 2 > pl.col("models") + 1)
-
-    examples = {
-        "duplicate_keys": pl.concat([dup_user.select("user_id"), dup_model.select("user_id")]),
-        "negative_tokens": both.filter(negative).select("user_id", "model"),
-        "reasoning_exceeds_output": both.filter(pl.col("reasoning_tokens") > pl.col("output_tokens")).select("user_id", "model"),
-        "total_mismatch": both.filter(pl.col("total_tokens") != total).select("user_id", "model"),
-        "by_model_mismatch": pl.concat([by_model_diff.select("user_id"), cost_diff.select("user_id")]).unique(maintain_order=True),
-        "window_mismatch": both.filter(wrong_window).select("user_id", "model"),
-    }
-    counts = {k: v.height for k, v in examples.items()}
+    cost_diff = rows.join(models, on="user_id", how="inner", suffix="_models").filter(
+        (pl.col(COST) - pl.col(f"{COST}_models")).abs() * 2 > pl.col("models") + 1
+    )
+    mismatched = pl.concat([by_model_diff.select("user_id"), cost_diff.select("user_id")]).unique(maintain_order=True)
+    flags = ["duplicate_keys", *row_flags]
+    counts = {**flagged.select(pl.col(flags).sum()).row(0, named=True), "by_model_mismatch": mismatched.height}
     md: dict[str, Any] = {"rows": rows.height, "by_model_rows": by_model.height, **counts}
-    for k, v in examples.items():
-        if v.height:
-            md[f"{k}_examples"] = _rows(v.sort("user_id"))
+    for k, n in counts.items():  # examples only for what failed
+        if n:
+            found = mismatched if k == "by_model_mismatch" else flagged.filter(k).select("user_id", "model")
+            md[f"{k}_examples"] = _rows(found.sort("user_id"))
     bad = {k: n for k, n in counts.items() if n}
     summary = (", ".join(f"{k} {n}" for k, n in bad.items())) if bad else f"{rows.height} user rows and {by_model.height} by-model rows valid"
     return CheckOutcome("keys_and_values", not bad, summary, md)
