@@ -6,7 +6,7 @@ generated day, e.g. (demo size: 30 days x 2000 messages):
     usage-etl db upgrade && usage-etl generate --days 30 --messages-per-day 2000
     USAGE_ETL_START_DATE=$(date -u -d '30 days ago' +%F) .venv/bin/python bench/checks_overhead.py
 
-Figures, runs interleaved, medians (and minimums: the machine may be shared):
+Figures (paired runs back to back, so that load from other processes hits both alike):
 1. work: `pipeline.run_daily` (read, normalize, price, aggregate, write) vs `check_runner.evaluate`
    of the same partition, outside Dagster;
 2. Dagster, one partition per run: wall time of materializing daily_user_usage built without its
@@ -36,19 +36,23 @@ def _timed(fn) -> float:
 
 
 def _line(label: str, plain: list[float], checked: list[float], unit: str = "s") -> str:
-    scale = 1000 if unit == "ms" else 1
-    mp, mc = statistics.median(plain), statistics.median(checked)
-    lp, lc = min(plain), min(checked)
+    """Medians, and the median of the pairwise ratios: each pair ran back to back, so load from
+    other processes on a shared machine affects both of its runs alike."""
+    scale, digits = (1000, 0) if unit == "ms" else (1, 2)
+    ratios = sorted(c / p - 1 for p, c in zip(plain, checked, strict=True))
     return (
-        f"{label}: {mp * scale:.{0 if unit == 'ms' else 2}f} {unit} without checks, {mc * scale:.{0 if unit == 'ms' else 2}f} {unit} with "
-        f"-> median +{(mc - mp) / mp:.1%} (minimums +{(lc - lp) / lp:.1%}, n={len(plain)})"
+        f"{label}: {statistics.median(plain) * scale:.{digits}f} {unit} without checks, "
+        f"{statistics.median(checked) * scale:.{digits}f} {unit} with -> +{statistics.median(ratios):.1%} "
+        f"(median of {len(ratios)} paired runs; quartiles {statistics.quantiles(ratios, n=4)[0]:+.1%} … {statistics.quantiles(ratios, n=4)[2]:+.1%})"
+        if len(ratios) > 1 else f"{label}: +{ratios[0]:.1%}"
     )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--partitions", type=int, default=10, help="last N daily partitions, one run each")
-    ap.add_argument("--repeat", type=int, default=2, help="rounds")
+    ap.add_argument("--repeat", type=int, default=2, help="rounds over the one-partition runs")
+    ap.add_argument("--range-runs", type=int, default=4, help="pairs of runs over all partitions")
     ap.add_argument("--dagster-postgres-url", help="Dagster storage in this (empty) PostgreSQL database, e.g. postgresql+psycopg2://…")
     args = ap.parse_args()
 
@@ -97,17 +101,20 @@ def main() -> None:
 
     run(without, keys[0], keys[0])  # warm-up: imports, pools, instance tables
     run(with_checks, keys[0], keys[0])
-    plain, checked = [], []
-    for _ in range(args.repeat):
-        for key in keys:
-            plain.append(run(without, key, key))
-            checked.append(run(with_checks, key, key))
-    print(_line("Dagster, one partition per run", plain, checked))
-    plain, checked = [], []
-    for _ in range(args.repeat):
-        plain.append(run(without, all_keys[0], all_keys[-1]))
-        checked.append(run(with_checks, all_keys[0], all_keys[-1]))
-    print(_line(f"Dagster, {len(all_keys)} partitions in one run", plain, checked))
+
+    def pair(first: str, last: str, checked_first: bool) -> tuple[float, float]:
+        if checked_first:
+            c = run(with_checks, first, last)
+            return run(without, first, last), c
+        p = run(without, first, last)
+        return p, run(with_checks, first, last)
+
+    def split(pairs: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
+        return [p for p, _ in pairs], [c for _, c in pairs]
+
+    print(_line("Dagster, one partition per run", *split([pair(k, k, j % 2 == 1) for j, k in enumerate(keys * args.repeat)])))
+    whole = [pair(all_keys[0], all_keys[-1], j % 2 == 1) for j in range(args.range_runs)]
+    print(_line(f"Dagster, {len(all_keys)} partitions in one run", *split(whole)))
 
 
 if __name__ == "__main__":

@@ -75,7 +75,9 @@ def test_clean_run_all_checks_pass_per_partition(env):
         rules = [rule.name for rule in checks.rules_for("daily")]
         assert {k: v.value for k, v in d1.metadata.items() if k.endswith("/passed")} == {f"{r}/passed": True for r in rules}
         assert d1.metadata["reconciles_with_raw/users_expected"] == dg.MetadataValue.int(2)
-        assert d1.metadata["reconciles_with_raw/expected_totals"].value["total_tokens"] == 475  # 460 (U1) + 15 (U2), by hand
+        assert d1.metadata["reconciles_with_raw/total_tokens_expected"] == dg.MetadataValue.int(475)  # 460 (U1) + 15 (U2), by hand
+        assert d1.metadata["reconciles_with_raw/messages_expected"] == dg.MetadataValue.int(3)
+        assert "reconciles_with_raw/expected_totals" not in d1.metadata  # tables and lists only come with a failure
         assert evs[("integrity", D2)].metadata["quarantine_rate/raw_rows"] == dg.MetadataValue.int(2)
         assert partition_status(instance, daily.key, ["integrity"], (D1, D2)) == {
             ("integrity", D1): "SUCCEEDED", ("integrity", D2): "SUCCEEDED"}

@@ -97,13 +97,16 @@ def _description(period_type: str) -> str:
 
 def combine(outcomes: list[checks.CheckOutcome]) -> dict[str, Any]:
     """A partition's rule outcomes -> AssetCheckEvaluation fields (passed, severity, description,
-    metadata). Severity ERROR when an ERROR rule failed, else WARN; failed rules listed ERROR first."""
+    metadata). Severity ERROR when an ERROR rule failed, else WARN; failed rules listed ERROR first.
+    Metadata keys are `<rule>/<figure>`; passing rules keep only their scalar figures."""
     failed = sorted((o for o in outcomes if not o.passed), key=lambda o: o.severity is not checks.Severity.ERROR)
     worst = failed[0].severity if failed else checks.Severity.ERROR
     md: dict[str, Any] = {}
     for o in outcomes:
         md[f"{o.check}/passed"] = o.passed
-        md.update({f"{o.check}/{k}": v for k, v in o.metadata.items()})
+        # A passing rule shows its figures; lists and tables only come with a failure (every
+        # evaluation is stored twice in Dagster's event storage, once per partition).
+        md.update({f"{o.check}/{k}": v for k, v in o.metadata.items() if not o.passed or not isinstance(v, (list, dict))})
     description = "; ".join(f"{o.check} ({o.severity.value}): {o.summary}" for o in failed) if failed else (
         f"{len(outcomes)} rules pass: " + ", ".join(o.check for o in outcomes)
     )

@@ -149,11 +149,14 @@ def reconcile(expected: pl.DataFrame, actual: pl.DataFrame) -> CheckOutcome:
     differs, or a user is on one side only; the metadata names the first users that differ."""
     diff = _differences(expected, actual, ["user_id"], RECONCILED)
     users = diff["user_id"].n_unique()
+    totals = _totals(expected, RECONCILED)
     md: dict[str, Any] = {
         "users_expected": expected.height,
         "users_actual": actual.height,
         "users_differing": users,
-        "expected_totals": _totals(expected, RECONCILED),
+        "messages_expected": totals["message_count"],
+        "total_tokens_expected": totals["total_tokens"],
+        "expected_totals": totals,
         "actual_totals": _totals(actual, RECONCILED),
     }
     if users:
