@@ -56,8 +56,9 @@ class Thresholds:
         return cls(**values)
 
 
-def _local_day(settings: Settings, ts: sa.ColumnElement) -> sa.ColumnElement:
-    return sa.func.to_char(sa.func.timezone(settings.timezone, ts), _DAY_FORMAT)
+def _local_date(settings: Settings, ts: sa.ColumnElement) -> sa.ColumnElement:
+    """The calendar date of an instant in the business timezone (= its daily partition)."""
+    return sa.cast(sa.func.timezone(settings.timezone, ts), sa.Date)
 
 
 Bound = datetime | sa.BindParameter  # a value, or a bind parameter of a statement built once
@@ -93,7 +94,7 @@ def expected_query(settings: Settings, start: Bound, end: Bound, first_day: str 
     responses = sa.and_(~chat, sa.or_(raw.c.u_input_cached_tokens.is_not(None), raw.c.u_output_reasoning_tokens.is_not(None)))
     n = (
         sa.select(
-            sa.cast(sa.func.timezone(settings.timezone, raw.c.created_at), sa.Date).label("day"),
+            _local_date(settings, raw.c.created_at).label("day"),
             raw.c.user_id,
             chat.label("chat"),
             responses.label("responses"),
@@ -153,10 +154,10 @@ def duplicates_query(settings: Settings, start: Bound, end: Bound) -> sa.Select:
     """Message ids found more than once among one day's raw rows: day, message_id, copies."""
     t = source_table(settings)
     c = settings.source_columns
-    ts, ident = t.c[c.created_at], sa.cast(t.c[c.id], sa.Text)
-    day = _local_day(settings, ts)
+    ts, ident = t.c[c.created_at], t.c[c.id]
+    day = _local_date(settings, ts)
     return (
-        sa.select(day.label("day"), ident.label("message_id"), sa.func.count().label("copies"))
+        sa.select(sa.func.to_char(day, _DAY_FORMAT).label("day"), sa.cast(ident, sa.Text).label("message_id"), sa.func.count().label("copies"))
         .where(ts >= start, ts < end)
         .group_by(day, ident)
         .having(sa.func.count() > 1)

@@ -124,6 +124,9 @@ def _rows(frame: pl.DataFrame, limit: int = MAX_EXAMPLES) -> list[dict[str, Any]
 def _differences(expected: pl.DataFrame, actual: pl.DataFrame, keys: list[str], measures: list[str]) -> pl.DataFrame:
     """Long frame (keys, measure, expected, actual) of every measure that differs; a row missing on
     one side shows null there. Sorted by keys, then by the order of `measures`."""
+    left, right = (f.select(*keys, *measures).sort(keys) for f in (expected, actual))
+    if left.equals(right):  # the usual case, in a fraction of the time of the full comparison
+        return pl.DataFrame(schema={**left.select(keys).schema, "measure": pl.String, "expected": pl.Int64, "actual": pl.Int64})
     joined = expected.select(*keys, *measures).join(
         actual.select(*keys, *measures), on=keys, how="full", coalesce=True, suffix="_actual"
     )
