@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import dagster as dg
 
-from usage_etl import automation, db_errors, late_data, partitions, pipeline, provenance
+from usage_etl import asset_checks, automation, db_errors, late_data, partitions, pipeline, provenance
 from usage_etl.claude_code_assets import build_claude_code_asset
 from usage_etl.config import Settings
 from usage_etl.pricing import PriceBook, load_price_book
@@ -86,11 +86,13 @@ def build_assets(
         group_name=GROUP,
         kinds={"polars", "postgres"},
         pool="usage_etl_db",
+        check_specs=asset_checks.check_specs("daily_user_usage", "daily", PARTITIONS["daily"]),
     )
-    def daily_user_usage(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
+    def daily_user_usage(context: dg.AssetExecutionContext, db: PostgresResource):
         """Per-user usage for each day: `user_token_usage`, `user_token_usage_by_model` and
         `user_token_usage_by_dimension` rows with period_type='daily', the conversation-day grains,
-        and quarantined raw rows of the day. Checks the source mapping first."""
+        and quarantined raw rows of the day. Checks the source mapping first; the integrity checks
+        of each partition run in the same step, after the write."""
         engine, url = db.engine, db.url()
         # A mapping error stops the run before any partition is written, and is not retried.
         with db_errors.classified(f"source mapping check of {pipeline.source_name(settings)}"):
@@ -101,10 +103,11 @@ def build_assets(
             lambda key: late_data.materialize_day(engine, url, settings, book, partitions.window(PARTITIONS["daily"], "daily", key)),
         )
         unpartitioned = pipeline.quarantine_unpartitioned(engine, url, settings)
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
             metadata=_metadata(results, {"price_book_version": book.version, "rows_without_created_at": unpartitioned}),
             data_version=dg.DataVersion(provenance.data_version(r.grain_digest for r in results)),
         )
+        yield from asset_checks.evaluate(context, engine, settings, "daily", context.asset_key)
 
     def _rollup_asset(period_type: str) -> dg.AssetsDefinition:
         @dg.asset(
@@ -118,17 +121,20 @@ def build_assets(
             group_name=GROUP,
             kinds={"polars", "postgres"},
             pool="usage_etl_db",
+            check_specs=asset_checks.check_specs(f"{period_type}_user_usage", period_type, PARTITIONS[period_type]),
             description=f"Per-user usage for each {period_type.removesuffix('ly')} (period_type='{period_type}'), "
             "rolled up from the conversation-day grain: exact distinct conversation counts, no raw rescan.",
         )
-        def rollup(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
+        def rollup(context: dg.AssetExecutionContext, db: PostgresResource):
+            asset_checks.require_daily_checks_passed(context, daily_user_usage.key)
             engine, url = db.engine, db.url()
             results = _run_each(
                 context,
                 period_type,
                 lambda key: pipeline.run_rollup(engine, url, settings, partitions.window(PARTITIONS[period_type], period_type, key)),
             )
-            return dg.MaterializeResult(metadata=_metadata(results))
+            yield dg.MaterializeResult(metadata=_metadata(results))
+            yield from asset_checks.evaluate(context, engine, settings, period_type, daily_user_usage.key)
 
         return rollup
 

@@ -188,6 +188,38 @@ def _counts(keys: dict[str, list[str]]) -> str:
 
 
 @main.command()
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default=None, help="First day [default: USAGE_ETL_START_DATE].")
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last day, inclusive [default: yesterday].")
+@click.option("--granularity", type=click.Choice(["daily", "weekly", "monthly", "all"]), default="all", show_default=True)
+def check(start: datetime | None, end: datetime | None, granularity: str) -> None:
+    """Run the data-integrity checks (the assets' checks) on the partitions overlapping a range.
+
+    Prints one line per partition and the failed checks; exits with status 1 if an ERROR check
+    failed. Completeness reads materialized partitions from the Dagster instance (DAGSTER_HOME).
+    """
+    from usage_etl import check_runner, runs
+
+    settings = _settings()
+    engine, _ = _engine(settings)
+    first = start.date() if start else settings.start_date
+    last = end.date() if end else _default_end(settings)
+    try:
+        thresholds = check_runner.Thresholds.from_env()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    materialized = runs.instance().get_materialized_partitions(runs.USAGE_ASSETS[0].key)
+    results = {
+        g: check_runner.evaluate(engine, settings, g, runs.partition_keys(g, first, last), materialized_daily=materialized, thresholds=thresholds)
+        for g in (runs.GRANULARITIES if granularity == "all" else [granularity])
+    }
+    click.echo(check_runner.render(results))
+    errors = check_runner.failed_errors(results)
+    click.echo(f"\n{len(errors)} ERROR check(s) failed" if errors else "\nno ERROR check failed")
+    if errors:
+        sys.exit(1)
+
+
+@main.command()
 @click.option("--period-type", type=click.Choice(["daily", "weekly", "monthly"]), default=None, help="Only this period type.")
 @click.option("--limit", default=10, show_default=True, help="Periods to show per type (most recent).")
 def summary(period_type: str | None, limit: int) -> None:

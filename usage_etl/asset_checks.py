@@ -1,0 +1,180 @@
+"""Dagster asset checks that run the integrity rules (`checks.py`) on every partition.
+
+Each asset (daily, weekly, monthly) declares one partitioned, blocking check, `integrity`
+(`check_specs`), and evaluates it in its own step right after writing, on each partition of the run
+(`evaluate`). The evaluation's metadata carries each rule's verdict (`<rule>/passed`) and figures;
+its severity is ERROR when an ERROR rule failed (reconciliation, rollup consistency, keys and
+values), which fails the step and blocks what depends on it, and WARN when only WARN rules failed.
+
+Why in the asset's step and one check: every check evaluation, and every step, is stored as events
+in Dagster's storage, tens of ms each on the default SQLite instance. A separate check step, or one
+check per rule, cost more than the rules themselves and took the checks well past 20% of a
+partition's run time (bench/checks_overhead.py measures it). The price: Dagster cannot run the
+check without rematerializing; `usage-etl check` re-verifies any range without writing.
+
+Per-partition results: Dagster 1.13's `AssetCheckResult` carries no partition and takes the run's
+single partition key, while our runs cover ranges (single-run backfills). So the step yields one
+`AssetCheckEvaluation(partition=key)` per partition (Dagster plans one row per partition of a
+partitioned check and fills it from these). Partitioned checks are a preview API in 1.13 (its
+warning is silenced here on purpose); tests/test_asset_checks.py pins the behaviour.
+
+Weekly and monthly partitions cannot share a run with daily ones (different partitions
+definitions), so Dagster's blocking never reaches them; the rollup assets call
+`require_daily_checks_passed`, which refuses to roll up a window while the check of one of its
+days last failed with ERROR, however the rollup was launched.
+"""
+
+# No `from __future__ import annotations`: Dagster inspects the context annotation at definition time.
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import dagster as dg
+import polars as pl
+import sqlalchemy as sa
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,  # not exported; what AssetCheckResult fills in itself
+)
+from dagster._core.event_api import PartitionKeyFilter  # not exported; the storage API's partition filter
+
+from usage_etl import check_runner, checks
+from usage_etl.config import Settings
+
+_SEVERITY = {checks.Severity.ERROR: dg.AssetCheckSeverity.ERROR, checks.Severity.WARN: dg.AssetCheckSeverity.WARN}
+
+
+def _md_table(rows: Sequence[dict[str, Any]]) -> str:
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join("" if r.get(c) is None else str(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def to_metadata(md: dict[str, Any]) -> dict[str, Any]:
+    """Outcome metadata -> Dagster metadata: numbers stay numbers (plotted in the UI), example
+    rows become markdown tables, other lists and dicts JSON."""
+    out: dict[str, Any] = {}
+    for k, v in md.items():
+        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            out[k] = dg.MetadataValue.md(_md_table(v))
+        elif isinstance(v, (list, dict)):
+            out[k] = dg.MetadataValue.json(v)
+        elif v is None:
+            out[k] = dg.MetadataValue.null()
+        else:
+            out[k] = v
+    return out
+
+
+def _targets(instance: dg.DagsterInstance, asset_key: dg.AssetKey, keys: Sequence[str]) -> dict[str, Any]:
+    """Latest materialization of each partition, so the UI ties each evaluation to it."""
+    found: dict[str, Any] = {}
+
+    def take(records) -> None:
+        for r in records:  # newest first
+            if r.partition_key not in found:
+                found[r.partition_key] = AssetCheckEvaluationTargetMaterializationData(
+                    storage_id=r.storage_id, run_id=r.run_id, timestamp=r.timestamp
+                )
+
+    take(instance.fetch_materializations(dg.AssetRecordsFilter(asset_key, asset_partitions=list(keys)), limit=len(keys)).records)
+    for key in set(keys) - found.keys():  # partitions rematerialized less recently than the others
+        take(instance.fetch_materializations(dg.AssetRecordsFilter(asset_key, asset_partitions=[key]), limit=1).records)
+    return found
+
+
+CHECK = "integrity"
+
+
+def _description(period_type: str) -> str:
+    rules = checks.rules_for(period_type)
+    return (
+        "All integrity rules of the partition; the metadata holds each rule's verdict (`<rule>/passed`) and "
+        "figures. Fails with ERROR (blocking downstream) when a rule of severity ERROR fails, with WARN when "
+        "only WARN rules fail.\n\n" + "\n".join(f"- {r.name} ({r.severity.value}): {r.description}" for r in rules)
+    )
+
+
+def combine(outcomes: list[checks.CheckOutcome]) -> dict[str, Any]:
+    """A partition's rule outcomes -> AssetCheckEvaluation fields (passed, severity, description,
+    metadata). Severity ERROR when an ERROR rule failed, else WARN; failed rules listed ERROR first.
+    Metadata keys are `<rule>/<figure>`; passing rules keep only their scalar figures."""
+    failed = sorted((o for o in outcomes if not o.passed), key=lambda o: o.severity is not checks.Severity.ERROR)
+    worst = failed[0].severity if failed else checks.Severity.ERROR
+    md: dict[str, Any] = {}
+    for o in outcomes:
+        md[f"{o.check}/passed"] = o.passed
+        # A passing rule shows its figures; lists and tables only come with a failure (every
+        # evaluation is stored twice in Dagster's event storage, once per partition).
+        md.update({f"{o.check}/{k}": v for k, v in o.metadata.items() if not o.passed or not isinstance(v, (list, dict))})
+    description = "; ".join(f"{o.check} ({o.severity.value}): {o.summary}" for o in failed) if failed else (
+        f"{len(outcomes)} rules pass: " + ", ".join(o.check for o in outcomes)
+    )
+    return {"passed": not failed, "severity": _SEVERITY[worst], "description": description, "metadata": to_metadata(md)}
+
+
+def check_specs(asset_name: str, period_type: str, pdef: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
+    """The `integrity` check of asset `asset_name`, partitioned like it, blocking."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)  # partitions_def on a check: used on purpose
+        return [dg.AssetCheckSpec(CHECK, asset=asset_name, description=_description(period_type), blocking=True, partitions_def=pdef)]
+
+
+def evaluate(
+    context: dg.AssetExecutionContext,
+    engine: sa.Engine,
+    settings: Settings,
+    period_type: str,
+    daily_key: dg.AssetKey,
+    thresholds: check_runner.Thresholds | None = None,
+) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+    """Evaluate the rules on each partition of the run and yield one `integrity` evaluation per
+    partition, then the check's output. Yield from it after the asset's `MaterializeResult`.
+
+    `daily_key`: the daily asset (completeness). `thresholds` None: from the environment.
+    Raises ConfigError if a threshold variable is malformed.
+    """
+    asset_key = context.asset_key
+    if dg.AssetCheckKey(asset_key, CHECK) not in context.selected_asset_check_keys:
+        return  # an asset built without its check (bench/checks_overhead.py)
+    keys = context.partition_keys
+    materialized = (context.instance.get_materialized_partitions(daily_key) | set(keys)) if period_type == "daily" else set()
+    results = check_runner.evaluate(
+        engine, settings, period_type, keys, materialized_daily=materialized, thresholds=thresholds or check_runner.Thresholds.from_env()
+    )
+    targets = _targets(context.instance, asset_key, keys)
+    errors: list[str] = []
+    for key, outcomes in results.items():
+        errors += [f"{key} {o.check}: {o.summary}" for o in outcomes if not o.passed and o.severity is checks.Severity.ERROR]
+        yield dg.AssetCheckEvaluation(
+            asset_key=asset_key, check_name=CHECK, target_materialization_data=targets.get(key), blocking=True, partition=key, **combine(outcomes)
+        )
+    yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(dg.AssetCheckKey(asset_key, CHECK)))
+    # Every log line is an event in the run's storage; the evaluations carry the details.
+    if errors:
+        context.log.error(f"{len(errors)} ERROR rule(s) failed on {period_type} partitions:\n" + "\n".join(errors[:20]))
+
+
+def require_daily_checks_passed(context: dg.AssetExecutionContext, daily_key: dg.AssetKey) -> None:
+    """Raise `dg.Failure` when the latest evaluation of the daily check failed with ERROR severity
+    for a day in this run's time window. WARN failures and days never checked do not block."""
+    tw = context.partition_time_window
+    days = pl.date_range(tw.start.date(), tw.end.date(), closed="left", eager=True).cast(pl.String).to_list()
+    key = dg.AssetCheckKey(daily_key, CHECK)
+    storage = context.instance.event_log_storage
+    failed = sorted(i.partition_key for i in storage.get_asset_check_partition_info([key], partition_keys=days)
+                    if i.latest_execution_status.value == "FAILED")
+    blocked: dict[str, str] = {}
+    for day in failed:  # usually none; FAILED does not tell ERROR from WARN, the evaluation does
+        latest = storage.get_asset_check_execution_history(key, limit=1, partition_filter=PartitionKeyFilter(key=day))
+        evaluation = latest[0].evaluation if latest else None
+        if evaluation is not None and evaluation.severity == dg.AssetCheckSeverity.ERROR:
+            blocked[day] = evaluation.description or ""
+    if blocked:
+        listed = "; ".join(f"{day}: {why}" for day, why in list(blocked.items())[:5]) + (" …" if len(blocked) > 5 else "")
+        raise dg.Failure(
+            description=f"not rolled up: the {CHECK} check of {daily_key.to_user_string()} failed with ERROR for "
+            f"{len(blocked)} day(s). {listed}. Fix and rematerialize those days (their checks run again), then retry.",
+            metadata={"blocked_days": dg.MetadataValue.json(sorted(blocked))},
+            allow_retries=False,  # retrying cannot help until the days are fixed
+        )

@@ -1,0 +1,331 @@
+"""Read what the integrity rules need for a range of partitions and evaluate them (`checks.py`).
+
+Used by the Dagster asset checks and by `usage-etl check`. A range is read with one query per
+input, never one per partition, then split by partition in Polars. The inputs are small (one row
+per user and partition), so they come over the engine's pooled psycopg connection: an ADBC
+connection costs ~0.1 s to open, more than all these queries together.
+
+The expected figures of the reconciliation come from an independent path: SQL over the raw
+source (the same window SELECT as the pipeline, `sources.postgres.window_query`) that applies the
+provider token semantics itself, server side, and drops the message ids of the partition's
+quarantine rows. It shares no Polars code with the summaries it checks.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import polars as pl
+import sqlalchemy as sa
+
+from usage_etl import checks, partitions, store
+from usage_etl.checks import CheckOutcome
+from usage_etl.config import ConfigError, Settings
+from usage_etl.pipeline import source_name
+from usage_etl.sources.postgres import TOKEN_SLOTS, source_table, window_query
+
+# Rows whose token fields are not all integer literals were quarantined by the pipeline; testing
+# them again here (one pattern over all fields of the row) keeps this query from failing on a day
+# the pipeline has not processed, and leaves such rows out of the expected figures.
+# A whole number may read as "120.00" (a numeric column as text); no field at all is an empty list.
+_INT = r"\s*-?[0-9]{1,18}(\.0*)?\s*"
+_ALL_INTEGERS = rf"^({_INT}(,{_INT})*)?$"
+_DAY_FORMAT = "YYYY-MM-DD"  # = the daily partition key format
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """WARN thresholds as fractions (0.001 = 0.1%)."""
+
+    max_unpriced_share: float = checks.DEFAULT_MAX_UNPRICED_SHARE
+    max_quarantine_share: float = checks.DEFAULT_MAX_QUARANTINE_SHARE
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Thresholds:
+        """USAGE_ETL_MAX_UNPRICED_SHARE, USAGE_ETL_MAX_QUARANTINE_SHARE. Raises ConfigError if not a number."""
+        env = os.environ if env is None else env
+        values = {}
+        for name, var in (("max_unpriced_share", "USAGE_ETL_MAX_UNPRICED_SHARE"), ("max_quarantine_share", "USAGE_ETL_MAX_QUARANTINE_SHARE")):
+            if var in env:
+                try:
+                    values[name] = float(env[var])
+                except ValueError as exc:
+                    raise ConfigError(f"{var}={env[var]!r} is not a number") from exc
+        return cls(**values)
+
+
+def _local_date(settings: Settings, ts: sa.ColumnElement) -> sa.ColumnElement:
+    """The calendar date of an instant in the business timezone (= its daily partition)."""
+    return sa.cast(sa.func.timezone(settings.timezone, ts), sa.Date)
+
+
+Bound = datetime | sa.BindParameter  # a value, or a bind parameter of a statement built once
+
+
+def expected_query(settings: Settings, start: Bound, end: Bound, first_day: str | sa.BindParameter, end_day: str | sa.BindParameter) -> sa.Select:
+    """Per (day, user) over raw rows with start <= created_at < end, minus the message ids
+    quarantined for days in [first_day, end_day) (ISO dates, the same window): day (text
+    partition key), user_id, message_count and the token sums of `checks.RECONCILED`.
+
+    Token semantics (DESIGN.md §2), written in SQL: OpenAI chat (prompt/completion present) ->
+    input = prompt - cached, cache_read = cached, output = completion, reasoning from its details;
+    OpenAI responses (input/output details present) -> input = input - cached, cache_read = cached;
+    otherwise Anthropic fields as they are, reasoning 0.
+    """
+    # MATERIALIZED: each row's JSON fields are extracted once (as in the pipeline's own read), not
+    # again in every expression below that uses them.
+    raw = window_query(settings, start, end).cte("raw").prefix_with("MATERIALIZED")
+    fields = [f for f in TOKEN_SLOTS if f != "u_cache_creation_1h_input_tokens"]  # the 1h part is inside cache_creation
+    semantics = settings.source_config.tokens.semantics
+    q = sa.table(store.QUARANTINE_TABLE, sa.column("source"), sa.column("partition_key"), sa.column("message_id"), schema=settings.schema)
+    # NOT IN over a small subquery runs as one hashed lookup; a correlated NOT EXISTS was planned as
+    # an index probe per raw row. NULL ids are left out, or NOT IN would match nothing.
+    quarantined = raw.c.message_id.in_(
+        sa.select(q.c.message_id).where(
+            q.c.source == source_name(settings),
+            q.c.partition_key >= first_day,
+            q.c.partition_key < end_day,
+            q.c.message_id.is_not(None),
+        )
+    )
+    integers = sa.func.concat_ws(",", *[raw.c[f] for f in fields]).regexp_match(_ALL_INTEGERS)
+    # `auto` detects the provider per row; a configured semantics applies to every row.
+    chat: sa.ColumnElement = sa.or_(raw.c.u_prompt_tokens.is_not(None), raw.c.u_completion_tokens.is_not(None))
+    responses: sa.ColumnElement = sa.and_(~chat, sa.or_(raw.c.u_input_cached_tokens.is_not(None), raw.c.u_output_reasoning_tokens.is_not(None)))
+    if semantics != "auto":
+        chat, responses = sa.literal(semantics == "openai_chat"), sa.literal(semantics == "openai_responses")
+    n = (
+        sa.select(
+            _local_date(settings, raw.c.created_at).label("day"),
+            raw.c.user_id,
+            chat.label("chat"),
+            responses.label("responses"),
+            *[sa.func.coalesce(sa.cast(sa.cast(raw.c[f], sa.Numeric), sa.BigInteger), 0).label(f) for f in fields],
+        )
+        .where(~quarantined, integers)
+        .subquery("parsed")
+    )
+    openai = sa.or_(n.c.chat, n.c.responses)
+    cached = sa.case((n.c.chat, n.c.u_prompt_cached_tokens), else_=n.c.u_input_cached_tokens)
+    tokens = {
+        "input_tokens": sa.case((n.c.chat, n.c.u_prompt_tokens - cached), (n.c.responses, n.c.u_input_tokens - cached), else_=n.c.u_input_tokens),
+        "cache_creation_input_tokens": sa.case((openai, 0), else_=n.c.u_cache_creation_input_tokens),
+        "cache_read_input_tokens": sa.case((openai, cached), else_=n.c.u_cache_read_input_tokens),
+        "output_tokens": sa.case((n.c.chat, n.c.u_completion_tokens), else_=n.c.u_output_tokens),
+        "reasoning_tokens": sa.case(
+            (n.c.chat, n.c.u_completion_reasoning_tokens),
+            (n.c.responses, n.c.u_output_reasoning_tokens),
+            else_=n.c.u_reasoning_tokens if semantics == "flat" else 0,
+        ),
+    }
+    canon = sa.select(n.c.day, n.c.user_id, *[e.label(k) for k, e in tokens.items()]).subquery("canon")
+    total = canon.c.input_tokens + canon.c.cache_creation_input_tokens + canon.c.cache_read_input_tokens + canon.c.output_tokens
+    sums = {**{k: canon.c[k] for k in tokens}, "total_tokens": total}
+    return sa.select(
+        sa.func.to_char(canon.c.day, _DAY_FORMAT).label("day"),
+        canon.c.user_id,
+        sa.func.count().label("message_count"),
+        *[sa.cast(sa.func.sum(e), sa.BigInteger).label(k) for k, e in sums.items()],
+    ).group_by(canon.c.day, canon.c.user_id)
+
+
+def _summary_table(settings: Settings, by_model: bool) -> sa.TableClause:
+    cols = [c for c in checks.SUMMARY_SCHEMA if c != checks.COST] + ["cost_usd"] + (["model"] if by_model else [])
+    name = store.BY_MODEL_TABLE if by_model else store.SUMMARY_TABLE
+    return sa.table(name, *[sa.column(c) for c in cols], schema=settings.schema)
+
+
+def summary_query(settings: Settings, period_type: str, start: Bound, end: Bound, *, by_model: bool = False) -> sa.Select:
+    """Rows of one period type whose period_start is in [start, end), shaped as `checks.SUMMARY_SCHEMA`
+    (or `BY_MODEL_SCHEMA`); cost_usd numeric(18,6) is read as exact Int64 micro-USD."""
+    t = _summary_table(settings, by_model)
+    cols = [t.c[c] for c in checks.SUMMARY_SCHEMA if c != checks.COST]
+    cost = sa.cast(t.c.cost_usd * 1_000_000, sa.BigInteger).label(checks.COST)
+    return sa.select(*([t.c.model] if by_model else []), *cols, cost).where(
+        t.c.period_type == period_type, t.c.period_start >= start, t.c.period_start < end
+    )
+
+
+def quarantine_query(settings: Settings, first_day: str | sa.BindParameter, end_day: str | sa.BindParameter) -> sa.Select:
+    """Quarantined rows per (daily partition key, reason) for days in [first_day, end_day) (ISO dates)."""
+    q = sa.table(store.QUARANTINE_TABLE, sa.column("source"), sa.column("partition_key"), sa.column("reason"), schema=settings.schema)
+    return (
+        sa.select(q.c.partition_key.label("day"), q.c.reason, sa.func.count().label("rows"))
+        .where(q.c.source == source_name(settings), q.c.partition_key >= first_day, q.c.partition_key < end_day)
+        .group_by(q.c.partition_key, q.c.reason)
+    )
+
+
+def duplicates_query(settings: Settings, start: Bound, end: Bound) -> sa.Select:
+    """Message ids found more than once among one day's raw rows: day, message_id, copies."""
+    t = source_table(settings)
+    c = settings.source_columns
+    ts, ident = t.c[c.created_at], t.c[c.id]
+    day = _local_date(settings, ts)
+    return (
+        sa.select(sa.func.to_char(day, _DAY_FORMAT).label("day"), sa.cast(ident, sa.Text).label("message_id"), sa.func.count().label("copies"))
+        .where(ts >= start, ts < end)
+        .group_by(day, ident)
+        .having(sa.func.count() > 1)
+    )
+
+
+_DAY_SCHEMA: dict[str, pl.DataType] = {"day": pl.String()}
+_QUARANTINE_SCHEMA: dict[str, pl.DataType] = {**_DAY_SCHEMA, "reason": pl.String(), "rows": pl.Int64()}
+_DUPLICATES_SCHEMA: dict[str, pl.DataType] = {**_DAY_SCHEMA, "message_id": pl.String(), "copies": pl.Int64()}
+
+
+def _windows(settings: Settings, period_type: str, keys: Sequence[str]) -> tuple[list[store.Window], pl.DataFrame]:
+    pdef = partitions.build(settings)[period_type]
+    wins = [partitions.window(pdef, period_type, k) for k in keys]
+    frame = pl.DataFrame(
+        {
+            "partition_key": [w.partition_key for w in wins],
+            "w_start": [w.start for w in wins],
+            "w_end": [w.end for w in wins],
+            "d0": [w.days[0].isoformat() for w in wins],
+            "d1": [w.days[1].isoformat() for w in wins],
+        }
+    ).with_columns(pl.col("w_start", "w_end").dt.convert_time_zone("UTC").dt.cast_time_unit("us"))
+    return wins, frame
+
+
+def _assign(frame: pl.DataFrame, windows: pl.DataFrame, *, by_day: bool = False) -> dict[str, pl.DataFrame]:
+    """Split rows by the partition whose window holds them (period_start, or the ISO `day`)."""
+    if windows.height == 1:  # the query already kept only the window's rows
+        return {windows["partition_key"][0]: frame}
+    if by_day:
+        cond = [pl.col("day") >= pl.col("d0"), pl.col("day") < pl.col("d1")]
+    else:
+        cond = [pl.col("period_start") >= pl.col("w_start"), pl.col("period_start") < pl.col("w_end")]
+    joined = frame.join_where(windows, *cond).select("partition_key", *frame.columns)
+    empty = frame.clear()
+    parts = {k[0]: v for k, v in joined.partition_by("partition_key", as_dict=True, include_key=False).items()}
+    return {k: parts.get(k, empty) for k in windows["partition_key"]}
+
+
+@functools.cache
+def _statements(settings: Settings, period_type: str) -> dict[str, tuple[sa.Select, dict[str, pl.DataType]]]:
+    """The input SELECTs of `evaluate`, built once per settings and period type with bind
+    parameters start, end (instants) and first_day, end_day (ISO dates): building and compiling
+    them costs more than running them on one day."""
+    start, end = (sa.bindparam(n, type_=sa.DateTime(timezone=True)) for n in ("start", "end"))
+    first_day, end_day = (sa.bindparam(n, type_=sa.Text) for n in ("first_day", "end_day"))
+    out = {
+        "rows": (summary_query(settings, period_type, start, end), checks.SUMMARY_SCHEMA),
+        "by_model": (summary_query(settings, period_type, start, end, by_model=True), checks.BY_MODEL_SCHEMA),
+        "rejected": (quarantine_query(settings, first_day, end_day), _QUARANTINE_SCHEMA),
+    }
+    if period_type == "daily":
+        out["expected"] = (expected_query(settings, start, end, first_day, end_day), {**_DAY_SCHEMA, **checks.EXPECTED_SCHEMA})
+        out["dups"] = (duplicates_query(settings, start, end), _DUPLICATES_SCHEMA)
+    else:
+        out["days"] = (summary_query(settings, "daily", start, end), checks.SUMMARY_SCHEMA)
+    return out
+
+
+def _read(conn: sa.Connection, stmt: sa.Select, schema: dict[str, pl.DataType], params: dict) -> pl.DataFrame:
+    frame = pl.read_database(stmt, connection=conn, schema_overrides=schema, execute_options={"parameters": params})
+    return frame.cast(schema).select(list(schema))  # type: ignore[arg-type]
+
+
+def expected_daily_keys(settings: Settings, now: datetime | None = None) -> list[str]:
+    """Daily partition keys from the configured start date to the latest complete day."""
+    return partitions.build(settings)["daily"].get_partition_keys(current_time=now)
+
+
+def evaluate(
+    engine: sa.Engine,
+    settings: Settings,
+    period_type: str,
+    keys: Sequence[str],
+    *,
+    materialized_daily: Iterable[str] = (),
+    thresholds: Thresholds = Thresholds(),
+    now: datetime | None = None,
+) -> dict[str, list[CheckOutcome]]:
+    """Evaluate `checks.rules_for(period_type)` on each partition key; outcomes in RULES order.
+
+    `materialized_daily`: daily partition keys known to be materialized (completeness); `now`:
+    the time that decides the latest complete day (default: now).
+    """
+    if not keys:
+        return {}
+    wins, wf = _windows(settings, period_type, keys)
+    params = {
+        "start": min(w.start for w in wins), "end": max(w.end for w in wins),
+        "first_day": wf["d0"].min(), "end_day": wf["d1"].max(),
+    }
+    with engine.connect() as conn:
+        found = {
+            name: _assign(_read(conn, stmt, schema, params), wf, by_day="day" in schema)
+            for name, (stmt, schema) in _statements(settings, period_type).items()
+        }
+    rows, by_model, rejected = found["rows"], found["by_model"], found["rejected"]
+    daily = period_type == "daily"
+    if daily:
+        expected, dups = found["expected"], found["dups"]
+        complete = checks.completeness(expected_daily_keys(settings, now), materialized_daily)
+    else:
+        days = found["days"]
+
+    out: dict[str, list[CheckOutcome]] = {}
+    for w in wins:
+        k = w.partition_key
+        r, m = rows[k], by_model[k]
+        reasons = dict(rejected[k].select("reason", "rows").iter_rows())
+        found = [
+            checks.keys_and_values(r, m, period_type=period_type, window_start=w.start, window_end=w.end),
+            checks.pricing_coverage(m, max_share=thresholds.max_unpriced_share),
+            checks.quarantine_rate(int(r["message_count"].sum()), reasons, max_share=thresholds.max_quarantine_share),
+        ]
+        if daily:
+            found += [checks.reconcile(expected[k].drop("day"), r), complete, checks.duplicate_raw_rows(dups[k].drop("day"))]
+        else:
+            found.append(checks.rollup_consistency(r, days[k]))
+        by_name = {o.check: o for o in found}
+        out[k] = [by_name[rule.name] for rule in checks.rules_for(period_type)]
+    return out
+
+
+def failed_errors(results: Mapping[str, Mapping[str, Sequence[CheckOutcome]]]) -> list[tuple[str, str, CheckOutcome]]:
+    """(period_type, partition_key, outcome) of every failed ERROR-severity check."""
+    return [
+        (pt, key, o)
+        for pt, by_key in results.items()
+        for key, outcomes in by_key.items()
+        for o in outcomes
+        if not o.passed and o.severity is checks.Severity.ERROR
+    ]
+
+
+_SHORT = {
+    "reconciles_with_raw": "raw",
+    "rollup_matches_daily": "rollup",
+    "keys_and_values": "keys",
+    "completeness": "complete",
+    "pricing_coverage": "pricing",
+    "quarantine_rate": "quarantine",
+    "no_duplicate_raw_rows": "dups",
+}
+
+
+def render(results: Mapping[str, Mapping[str, Sequence[CheckOutcome]]]) -> str:
+    """A text table: one line per partition, one column per rule (ok / WARN / ERROR), then one line
+    per failed check with its summary. `results`: period_type -> partition key -> outcomes."""
+    lines: list[str] = []
+    failures: list[str] = []
+    for pt, by_key in results.items():
+        names = [r.name for r in checks.rules_for(pt)]
+        lines.append(f"{pt:<8} {'partition':<11} " + " ".join(f"{_SHORT[n]:>10}" for n in names))
+        for key, outcomes in by_key.items():
+            cells = {o.check: ("ok" if o.passed else o.severity.value) for o in outcomes}
+            lines.append(f"{pt:<8} {key:<11} " + " ".join(f"{cells.get(n, '-'):>10}" for n in names))
+            failures += [f"  {o.severity.value:<5} {pt} {key} {o.check}: {o.summary}" for o in outcomes if not o.passed]
+    if failures:
+        lines += ["", "failed checks:", *failures]
+    return "\n".join(lines)
