@@ -190,3 +190,10 @@ def test_combine_severity_and_description():
     assert failed["severity"] == dg.AssetCheckSeverity.ERROR
     assert failed["description"] == "reconciles_with_raw (ERROR): 1 user(s) differ; pricing_coverage (WARN): 1/10 unpriced"
     assert failed["metadata"]["reconciles_with_raw/first_differences"].value == "| user_id | measure |\n|---|---|\n| u | x |"
+
+
+def test_daily_and_weekly_cannot_share_a_run(env):
+    """Why the rollups check their days themselves: Dagster's blocking only stops assets of the
+    same run, and a daily and a weekly partition cannot be in one run."""
+    with dg.instance_for_test() as instance, pytest.raises(dg.DagsterInvalidDefinitionError):
+        run(env, instance, env["assets"][:2], (D1, D2))

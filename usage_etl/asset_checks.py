@@ -2,7 +2,7 @@
 
 Each asset (daily, weekly, monthly) declares one partitioned, blocking check, `integrity`
 (`check_specs`), and evaluates it in its own step right after writing, on each partition of the run
-(`evaluate`). The evaluation's metadata carries each rule's verdict (`<rule>/passed`) and figures;
+(`start`, then `evaluations()`). The evaluation's metadata carries each rule's verdict (`<rule>/passed`) and figures;
 its severity is ERROR when an ERROR rule failed (reconciliation, rollup consistency, keys and
 values), which fails the step and blocks what depends on it, and WARN when only WARN rules failed.
 
@@ -26,6 +26,7 @@ days last failed with ERROR, however the rollup was launched.
 
 # No `from __future__ import annotations`: Dagster inspects the context annotation at definition time.
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -120,39 +121,66 @@ def check_specs(asset_name: str, period_type: str, pdef: dg.PartitionsDefinition
         return [dg.AssetCheckSpec(CHECK, asset=asset_name, description=_description(period_type), blocking=True, partitions_def=pdef)]
 
 
-def evaluate(
+class PendingChecks:
+    """The rules of a run's partitions, evaluated in a background thread (`start`) while the asset
+    step goes on: their queries then overlap Dagster recording the materialization, instead of
+    adding to the step's time."""
+
+    def __init__(self, context: dg.AssetExecutionContext, engine: sa.Engine, settings: Settings, period_type: str,
+                 daily_key: dg.AssetKey, thresholds: check_runner.Thresholds | None) -> None:
+        self.context, self.period_type = context, period_type
+        self.asset_key = context.asset_key
+        self.selected = dg.AssetCheckKey(self.asset_key, CHECK) in context.selected_asset_check_keys
+        if not self.selected:
+            return  # an asset built without its check (bench/checks_overhead.py)
+        self.keys = context.partition_keys
+        # This run's partitions count as materialized: they are, by the time the result is read.
+        materialized = (context.instance.get_materialized_partitions(daily_key) | set(self.keys)) if period_type == "daily" else set()
+        thresholds = thresholds or check_runner.Thresholds.from_env()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage_etl_checks")
+        self._future = self._pool.submit(
+            check_runner.evaluate, engine, settings, period_type, self.keys, materialized_daily=materialized, thresholds=thresholds
+        )
+
+    def evaluations(self) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+        """One `integrity` evaluation per partition, then the check's output. Yield from it after
+        the asset's `MaterializeResult`. Re-raises what the evaluation raised."""
+        if not self.selected:
+            return
+        try:
+            results = self._future.result()
+        finally:
+            self._pool.shutdown()
+        targets = _targets(self.context.instance, self.asset_key, self.keys)
+        errors: list[str] = []
+        for key, outcomes in results.items():
+            errors += [f"{key} {o.check}: {o.summary}" for o in outcomes if not o.passed and o.severity is checks.Severity.ERROR]
+            yield dg.AssetCheckEvaluation(
+                asset_key=self.asset_key, check_name=CHECK, target_materialization_data=targets.get(key), blocking=True,
+                partition=key, **combine(outcomes),
+            )
+        check_key = dg.AssetCheckKey(self.asset_key, CHECK)
+        yield dg.Output(None, output_name=self.context.assets_def.get_output_name_for_asset_check_key(check_key))
+        # Every log line is an event in the run's storage; the evaluations carry the details.
+        if errors:
+            self.context.log.error(f"{len(errors)} ERROR rule(s) failed on {self.period_type} partitions:\n" + "\n".join(errors[:20]))
+
+
+def start(
     context: dg.AssetExecutionContext,
     engine: sa.Engine,
     settings: Settings,
     period_type: str,
     daily_key: dg.AssetKey,
     thresholds: check_runner.Thresholds | None = None,
-) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
-    """Evaluate the rules on each partition of the run and yield one `integrity` evaluation per
-    partition, then the check's output. Yield from it after the asset's `MaterializeResult`.
+) -> PendingChecks:
+    """Start evaluating the rules on each partition of the run; call once the partitions are
+    written, then `yield from pending.evaluations()` after the `MaterializeResult`.
 
     `daily_key`: the daily asset (completeness). `thresholds` None: from the environment.
     Raises ConfigError if a threshold variable is malformed.
     """
-    asset_key = context.asset_key
-    if dg.AssetCheckKey(asset_key, CHECK) not in context.selected_asset_check_keys:
-        return  # an asset built without its check (bench/checks_overhead.py)
-    keys = context.partition_keys
-    materialized = (context.instance.get_materialized_partitions(daily_key) | set(keys)) if period_type == "daily" else set()
-    results = check_runner.evaluate(
-        engine, settings, period_type, keys, materialized_daily=materialized, thresholds=thresholds or check_runner.Thresholds.from_env()
-    )
-    targets = _targets(context.instance, asset_key, keys)
-    errors: list[str] = []
-    for key, outcomes in results.items():
-        errors += [f"{key} {o.check}: {o.summary}" for o in outcomes if not o.passed and o.severity is checks.Severity.ERROR]
-        yield dg.AssetCheckEvaluation(
-            asset_key=asset_key, check_name=CHECK, target_materialization_data=targets.get(key), blocking=True, partition=key, **combine(outcomes)
-        )
-    yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(dg.AssetCheckKey(asset_key, CHECK)))
-    # Every log line is an event in the run's storage; the evaluations carry the details.
-    if errors:
-        context.log.error(f"{len(errors)} ERROR rule(s) failed on {period_type} partitions:\n" + "\n".join(errors[:20]))
+    return PendingChecks(context, engine, settings, period_type, daily_key, thresholds)
 
 
 def require_daily_checks_passed(context: dg.AssetExecutionContext, daily_key: dg.AssetKey) -> None:

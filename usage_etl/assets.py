@@ -102,12 +102,13 @@ def build_assets(
             "daily",
             lambda key: late_data.materialize_day(engine, url, settings, book, partitions.window(PARTITIONS["daily"], "daily", key)),
         )
+        pending = asset_checks.start(context, engine, settings, "daily", context.asset_key)
         unpartitioned = pipeline.quarantine_unpartitioned(engine, url, settings)
         yield dg.MaterializeResult(
             metadata=_metadata(results, {"price_book_version": book.version, "rows_without_created_at": unpartitioned}),
             data_version=dg.DataVersion(provenance.data_version(r.grain_digest for r in results)),
         )
-        yield from asset_checks.evaluate(context, engine, settings, "daily", context.asset_key)
+        yield from pending.evaluations()
 
     def _rollup_asset(period_type: str) -> dg.AssetsDefinition:
         @dg.asset(
@@ -133,8 +134,9 @@ def build_assets(
                 period_type,
                 lambda key: pipeline.run_rollup(engine, url, settings, partitions.window(PARTITIONS[period_type], period_type, key)),
             )
+            pending = asset_checks.start(context, engine, settings, period_type, daily_user_usage.key)
             yield dg.MaterializeResult(metadata=_metadata(results))
-            yield from asset_checks.evaluate(context, engine, settings, period_type, daily_user_usage.key)
+            yield from pending.evaluations()
 
         return rollup
 
