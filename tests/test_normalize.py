@@ -84,3 +84,30 @@ def test_bad_rows_are_quarantined_with_reason_and_nothing_is_lost(engine, settin
     assert detail[uid(4)] == "metadata.usage is absent"
     assert n.messages.height + n.quarantine.height == len(rows)
     assert n.messages.schema["created_at"] == pl.Datetime("us", "UTC")
+
+
+def test_token_counts_above_the_sanity_bound_are_quarantined(engine, settings, db_url):
+    # MAX_TOKENS_PER_FIELD = 10^9 tokens per field: at the bound a row is kept, above it the row is
+    # quarantined (its cost could overflow Int64 pico-USD: 2e11 x $75/MTok = 1.5e19 > 2^63 - 1).
+    at = utc(2026, 3, 10, 8)
+    rows = [
+        msg(1, at, anthropic(10, 1_000_000_000), id=1, model="claude-opus-4-1"),
+        msg(1, at, anthropic(10, 1_000_000_001), id=2, model="claude-opus-4-1"),
+        msg(1, at, anthropic(10, 200_000_000_000), id=3, model="claude-opus-4-1"),
+        msg(1, at, openai(200_000_000_000, 10, cached=199_999_999_999), id=4, model="gpt-4o"),
+        msg(1, at, '{"usage": {"input_tokens": -5, "output_tokens": 200000000000}}', id=5),
+        msg(1, at, anthropic(10, 5, cache_write=2_000_000_000), id=6),
+    ]
+    n = _normalized(engine, settings, db_url, rows)
+    assert n.messages["message_id"].to_list() == [uid(1)]
+    assert n.messages["output_tokens"].to_list() == [1_000_000_000]
+    got = {r["message_id"]: (r["reason"], r["detail"]) for r in n.quarantine.iter_rows(named=True)}
+    assert got == {
+        uid(2): ("tokens_out_of_range", "output_tokens=1000000001"),
+        uid(3): ("tokens_out_of_range", "output_tokens=200000000000"),
+        # the raw prompt is out of range even though prompt - cached (1 token) would not be
+        uid(4): ("tokens_out_of_range", "prompt_tokens=200000000000"),
+        uid(5): ("negative_tokens", "input_tokens=-5"),  # first match wins
+        uid(6): ("tokens_out_of_range", "cache_creation_input_tokens=2000000000"),
+    }
+    assert n.messages.height + n.quarantine.height == len(rows)

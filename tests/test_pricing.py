@@ -16,10 +16,12 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from usage_etl.aggregate import conversation_day_grain
 from usage_etl.cli_prices import prices
 from usage_etl.litellm_import import import_litellm
 from usage_etl.pricing import (
     ENV_VAR,
+    MAX_TOKENS_PER_FIELD,
     PRICE_KEYS,
     PriceBookError,
     cost_usd_from_pico,
@@ -159,6 +161,86 @@ def test_long_context_threshold_is_strict_and_applies_to_whole_request(book):
     assert out["cost_pico_usd"].to_list() == [606_000_000_000, 1_204_506_000_000]
     usd = out.select(cost_usd_from_pico(pl.col("cost_pico_usd")))["cost_pico_usd"].to_list()
     assert usd == [Decimal("0.606000"), Decimal("1.204506")]
+
+
+LC_WITHOUT_CACHE_PRICES = """
+[[models.lc-model.periods]]
+effective_from = 2025-01-01
+input = 3
+output = 15
+cache_write_5m = 3.75
+cache_write_1h = 6
+cache_read = 0.30
+long_context = { threshold = 200000, input = 6, output = 22.5 }
+"""
+
+
+def test_long_context_tier_without_cache_prices_scales_them_by_the_input_ratio(tmp_path):
+    book = load_price_book([write(tmp_path, "lc.toml", LC_WITHOUT_CACHE_PRICES)], include_default=False, use_env=False)
+    tier = book.periods.select(pl.col(f"long_context_{k}") for k in PRICE_KEYS).row(0)
+    # ratio 6 / 3 = 2: 5m 3.75 -> 7.50, 1h 6 -> 12, read 0.30 -> 0.60 (USD/MTok), in pico per token
+    assert tier == (6_000_000, 22_500_000, 7_500_000, 12_000_000, 600_000)
+    above = msg("lc-model", d(2025, 9, 1), input=150_001, cw=30_000, cw1h=10_000, cr=20_000, out=1000)
+    # 150_001 x 6_000_000 + 20_000 x 7_500_000 + 10_000 x 12_000_000 + 20_000 x 600_000
+    #   + 1000 x 22_500_000 = 1_204_506_000_000 (the base cache prices would give 1_063_506_000_000)
+    assert priced(book, above)["cost_pico_usd"].to_list() == [1_204_506_000_000]
+
+
+def test_shipped_long_context_tiers_follow_the_input_ratio(book):
+    tiers = book.periods.filter(pl.col("long_context_threshold").is_not_null())
+    assert tiers.height >= 2
+    for row in tiers.iter_rows(named=True):
+        for k in ("cache_write_5m", "cache_write_1h", "cache_read"):
+            # tier price x base input == base price x tier input (exact integers)
+            assert row[f"long_context_{k}"] * row["input"] == row[k] * row["long_context_input"], (row["price_model"], k)
+        assert row["long_context_cache_write_1h"] > row["long_context_cache_write_5m"], row["price_model"]
+
+
+def test_claude_3_5_haiku_launch_price_then_the_cut(book):
+    tokens = dict(input=1000, cw=1000, cr=1000, out=1000)
+    out = priced(
+        book,
+        msg("claude-3-5-haiku-20241022", d(2024, 11, 3, 23, 59), mid="before", **tokens),
+        msg("claude-3-5-haiku-20241022", d(2024, 11, 4), mid="launch", **tokens),
+        msg("claude-3-5-haiku-20241022", d(2024, 12, 2, 23, 59), mid="last", **tokens),
+        msg("claude-3-5-haiku-latest", d(2024, 12, 3), mid="cut", **tokens),
+    )
+    # launch: 1000 x (1_000_000 + 1_250_000 + 100_000 + 5_000_000) = 7_350_000_000
+    # cut:    1000 x (  800_000 + 1_000_000 +  80_000 + 4_000_000) = 5_880_000_000
+    assert out["cost_pico_usd"].to_list() == [None, 7_350_000_000, 7_350_000_000, 5_880_000_000]
+    haiku = book.periods.filter(pl.col("price_model") == "claude-3-5-haiku")
+    assert haiku["source_date"].to_list() == [dt.date(2024, 11, 4), dt.date(2025, 11, 24)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Overflow: never a wrong cost
+# ---------------------------------------------------------------------------------------------
+
+
+def test_cost_beyond_int64_raises_instead_of_wrapping(book):
+    # Opus 4.1 output: 200_000_000_000 x 75_000_000 = 1.5e19 pico-USD > 2^63 - 1 (it used to wrap
+    # to -3_446_744_073_709_551_616). Normalization quarantines such rows; a frame that skipped it
+    # fails loudly.
+    huge = msg("claude-opus-4-1", d(2025, 9, 1), out=200_000_000_000)
+    with pytest.raises(pl.exceptions.InvalidOperationError, match="cost_pico_usd"):
+        priced(book, huge)
+    # At the bound in every field the cost is exact:
+    # 10^9 x (15_000_000 + 30_000_000 + 1_500_000 + 75_000_000) = 121_500_000_000_000_000 ($121,500)
+    b = MAX_TOKENS_PER_FIELD
+    at_bound = msg("claude-opus-4-1", d(2025, 9, 1), input=b, cw=b, cw1h=b, cr=b, out=b)
+    assert priced(book, at_bound)["cost_pico_usd"].to_list() == [121_500_000_000_000_000]
+
+
+def test_grain_cost_sum_beyond_int64_raises_instead_of_wrapping():
+    rows = [msg("m", d(2025, 9, 1), mid=str(i)) for i in range(2)]
+    frame_ = pl.DataFrame(rows, schema=SCHEMA).with_columns(
+        cost_pico_usd=pl.lit(5_000_000_000_000_000_000, pl.Int64), priced=pl.lit(True)
+    )
+    # 2 x 5e18 = 1e19 pico-USD > 2^63 - 1 in one grain row
+    with pytest.raises(pl.exceptions.InvalidOperationError):
+        conversation_day_grain(frame_.lazy(), "UTC").collect()
+    ok = frame_.with_columns(cost_pico_usd=pl.lit(4_000_000_000_000_000_000, pl.Int64))
+    assert conversation_day_grain(ok.lazy(), "UTC").collect()["cost_pico_usd"].to_list() == [8_000_000_000_000_000_000]
 
 
 def test_price_change_on_the_15th_from_override_file(tmp_path):
@@ -505,6 +587,17 @@ BAD_BOOKS = [
     ("no periods", "[models.x]\naliases = ['y']\n", 'models."x": new model without [[periods]]'),
     ("takes a model name", "[models.x]\naliases = ['gpt-4o']\n[[models.x.periods]]\n" + PERIOD, "is the name of an existing model"),
     ("syntax", "[models.x\n", "invalid TOML"),
+    # 5m write 1 x tier input 7 / base input 3 = 2.333... is not a whole pico-USD per token: state it
+    ("underived tier price", "[[models.x.periods]]\n" + PERIOD.replace("input = 1\n", "input = 3\n", 1)
+     + "long_context = { threshold = 100, input = 7, output = 9 }\n",
+     "periods[0].long_context.cache_write_5m: missing, and the derived price 2.333333"),
+    ("tier over free input", "[[models.x.periods]]\n" + PERIOD.replace("input = 1\n", "input = 0\n", 1)
+     + "long_context = { threshold = 100, input = 2, output = 9 }\n", "long_context.cache_write_5m: missing, and cannot be derived"),
+    # 4000 + 1 + 0.1 + 5300 = 9301.1 USD/MTok x 10^9 tokens > 2^63 - 1 pico-USD
+    ("prices too high", "[[models.x.periods]]\n" + PERIOD.replace("input = 1\n", "input = 4000\n", 1).replace("output = 2", "output = 5300"),
+     'models."x".periods[0]: prices too high to cost exactly'),
+    ("tier prices too high", "[[models.x.periods]]\n" + PERIOD + "long_context = { threshold = 100, input = 1, output = 9300 }\n",
+     "periods[0].long_context: prices too high"),
 ]
 
 
@@ -609,6 +702,69 @@ def test_litellm_import_matches_hand_written_prices(tmp_path, book):
     # e: 1000 x 150_000 + 1000 x 75_000 + 1000 x 600_000 = 825_000_000
     expected = [24_000_000_000, 1_204_506_000_000, 5_500_000_000, 2_500_000_000, 825_000_000, 26_400_000_000]
     assert via_litellm == via_book == expected
+
+
+# As LiteLLM lists Claude Sonnet 4.5: a >200k tier with a 5-minute write and a read, but no
+# cache_creation_input_token_cost_above_1hr_above_200k_tokens.
+LITELLM_SONNET_45 = {
+    "claude-sonnet-4-5": {
+        "litellm_provider": "anthropic",
+        "mode": "chat",
+        "input_cost_per_token": 3e-06,
+        "output_cost_per_token": 1.5e-05,
+        "cache_creation_input_token_cost": 3.75e-06,
+        "cache_creation_input_token_cost_above_1hr": 6e-06,
+        "cache_read_input_token_cost": 3e-07,
+        "input_cost_per_token_above_200k_tokens": 6e-06,
+        "output_cost_per_token_above_200k_tokens": 2.25e-05,
+        "cache_creation_input_token_cost_above_200k_tokens": 7.5e-06,
+        "cache_read_input_token_cost_above_200k_tokens": 6e-07,
+    },
+    # A tier with input and output only: every cache price is derived (ratio 2.2 / 1.1 = 2).
+    "tiered-mini": {
+        "litellm_provider": "openai",
+        "mode": "chat",
+        "input_cost_per_token": 1.1e-06,
+        "output_cost_per_token": 4.4e-06,
+        "cache_read_input_token_cost": 2.75e-07,
+        "input_cost_per_token_above_128k_tokens": 2.2e-06,
+        "output_cost_per_token_above_128k_tokens": 8.8e-06,
+    },
+}
+
+
+def test_litellm_tier_without_1h_price_derives_it_from_the_tier_input_ratio(tmp_path, book):
+    src = write(tmp_path, "prices.json", json.dumps(LITELLM_SONNET_45))
+    text, skipped = import_litellm(src, source_date=dt.date(2025, 11, 24))
+    assert skipped == []
+    imported = load_price_book([write(tmp_path, "imported.toml", text)], include_default=False, use_env=False)
+    sonnet = imported.periods.filter(pl.col("price_model") == "claude-sonnet-4-5").row(0, named=True)
+    # 1h write above 200k: 6 x 6/3 = 12 USD/MTok (not the base 6, below the tier's own 5m 7.50)
+    assert [sonnet[f"long_context_{k}"] for k in PRICE_KEYS] == [6_000_000, 22_500_000, 7_500_000, 12_000_000, 600_000]
+    assert "cache_write_1h not listed; derived as base 6 x tier input ratio 6/3 = 12 USD/MTok" in imported.info["claude-sonnet-4-5"]["note"]
+    mini = imported.periods.filter(pl.col("price_model") == "tiered-mini").row(0, named=True)
+    assert mini["long_context_threshold"] == 128_000
+    # base cache writes default to input 1.10 -> 2.20; read 0.275 -> 0.55
+    assert [mini[f"long_context_{k}"] for k in PRICE_KEYS] == [2_200_000, 8_800_000, 2_200_000, 2_200_000, 550_000]
+    above = msg("claude-sonnet-4-5-20250929", d(2025, 10, 1), input=150_001, cw=30_000, cw1h=10_000, cr=20_000, out=1000)
+    # 150_001 x 6_000_000 + 20_000 x 7_500_000 + 10_000 x 12_000_000 + 20_000 x 600_000
+    #   + 1000 x 22_500_000 = 1_204_506_000_000 (with the base 1h price: 1_144_506_000_000)
+    assert priced(imported, above)["cost_pico_usd"].to_list() == priced(book, above)["cost_pico_usd"].to_list() == [1_204_506_000_000]
+
+
+def test_cli_show_lists_every_period_and_long_context_tier():
+    res = CliRunner().invoke(prices, ["show"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    header = lines[2].split()
+    assert header[:4] == ["model", "periods", "from", "to"] and "long_context" in header
+    cols = {name: [line.split() for line in lines if line.split()[:1] == [name]] for name in ("o3", "claude-sonnet-4-5")}
+    # o3: its launch period (10/40 until 2025-06-10) and the current one on the next line
+    assert cols["o3"] == [["o3", "2", "2025-04-16", "2025-06-10", "10", "40", "10", "10", "2.5", "-"]]
+    following = lines[lines.index(next(x for x in lines if x.startswith("o3 "))) + 1].split()
+    assert following == ["2025-06-10", "open", "2", "8", "2", "2", "0.5", "-"]
+    assert cols["claude-sonnet-4-5"][0][1:10] == ["1", "2025-09-29", "open", "3", "15", "3.75", "6", "0.3", ">200000:"]
+    assert cols["claude-sonnet-4-5"][0][10] == "6/22.5/7.5/12/0.6"
 
 
 def test_cli_show_and_import(tmp_path):

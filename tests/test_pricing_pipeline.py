@@ -18,7 +18,7 @@ from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from tests.rows import anthropic, insert, msg, openai, uid, utc
-from usage_etl import partitions, pipeline, reports, runs
+from usage_etl import check_runner, partitions, pipeline, reports, runs
 from usage_etl.assets import build_assets
 from usage_etl.cli import main
 from usage_etl.pricing import ENV_VAR, load_price_book
@@ -376,6 +376,30 @@ def test_paid_amount_beside_cost_and_paid_vs_estimated_report(engine, db_url, se
         [uid(1), "2", "0", "0.006000", "0.009000", "+0.003000", "1.5000"],
         [uid(2), "1", "0", "0.000400", "0.000400", "+0.000000", "1.0000"],
     ]
+
+
+def test_absurd_token_count_is_quarantined_not_priced_negative(engine, db_url, settings):
+    # 2e11 output tokens on Opus 4.1: 2e11 x 75_000_000 pico = 1.5e19 > 2^63 - 1, which used to wrap
+    # to a negative cost. Now the row is quarantined (tokens_out_of_range) and nothing is lost.
+    s = replace(settings, start_date=date(2026, 3, 1))
+    opus = "claude-opus-4-1-20250805"
+    insert(engine, s, [
+        msg(1, utc(2026, 3, 2, 9), anthropic(1000, 2000), model=opus, id=601),
+        msg(1, utc(2026, 3, 2, 10), anthropic(10, 200_000_000_000), model=opus, id=602),
+    ])
+    pdefs = partitions.build(s)
+    result = pipeline.run_daily(engine, db_url, s, load_price_book(use_env=False), partitions.window(pdefs["daily"], "daily", "2026-03-02"))
+    assert result is not None
+    # 1000 x $15 + 2000 x $75 per million tokens = 15_000 + 150_000 micro-USD
+    got = rows(engine, "SELECT message_count, output_tokens, cost_usd FROM user_token_usage WHERE period_type = 'daily'")
+    assert got == [{"message_count": 1, "output_tokens": 2000, "cost_usd": Decimal("0.165000")}]
+    quarantined = rows(engine, "SELECT message_id, reason, detail, partition_key FROM usage_quarantine")
+    assert [tuple(r.values()) for r in quarantined] == [(uid(602), "tokens_out_of_range", "output_tokens=200000000000", "2026-03-02")]
+    # raw (2) = aggregated (1) + rejected (1), and the SQL reconciliation agrees
+    outcomes = check_runner.evaluate(engine, s, "daily", ["2026-03-02"], materialized_daily={"2026-03-02"}, now=utc(2026, 3, 3, 8))
+    recon = next(o for o in outcomes["2026-03-02"] if o.check == "reconciles_with_raw")
+    assert recon.passed, recon.summary
+    assert recon.metadata["expected_totals"]["output_tokens"] == 2000
 
 
 def test_versions_of_a_rollup_are_sorted_distinct():

@@ -54,6 +54,13 @@ def _sum_if_any(col: str) -> pl.Expr:
     return pl.when(pl.col(col).is_not_null().any()).then(pl.col(col).sum()).alias(col)
 
 
+def _checked_cost_sum() -> pl.Expr:
+    """Sum of cost_pico_usd (pico-USD) in Int128, cast back to Int64 strictly: a sum beyond
+    Int64 (about $9.2M in one row) raises InvalidOperationError instead of wrapping to a wrong
+    value. Nulls (unpriced messages) are skipped."""
+    return pl.col("cost_pico_usd").cast(pl.Int128).sum().cast(pl.Int64, strict=True)
+
+
 def _versions(col: str) -> pl.Expr:
     # Sorted distinct values joined by ',': one version, or several when days were priced by
     # different books (a partial reprice). Null when no row has one.
@@ -83,7 +90,7 @@ def conversation_day_grain(
             pl.len().cast(pl.Int64).alias("message_count"),
             (pl.col("status") == "error").sum().cast(pl.Int64).alias("error_count"),
             (~pl.col("priced")).sum().cast(pl.Int64).alias("unpriced_message_count"),
-            pl.col("cost_pico_usd").sum().cast(pl.Int64),
+            _checked_cost_sum(),
             _sum_if_any("paid_micro"),
             pl.col("created_at").min().alias("first_activity"),
             pl.col("created_at").max().alias("last_activity"),
@@ -139,7 +146,7 @@ def summarize(grain: pl.LazyFrame, *, by_model: bool = False, by: Sequence[str] 
             pl.col("conversation_id").drop_nulls().n_unique().cast(pl.Int64).alias("conversation_count"),
             pl.col("agent_id").drop_nulls().unique().sort().alias("agent_ids"),
             models.alias("models"),
-            pl.col("cost_pico_usd").sum(),
+            _checked_cost_sum(),
             pl.col("unpriced_message_count").sum(),
             _sum_if_any("paid_micro"),
             pl.col("first_activity").min(),

@@ -42,6 +42,37 @@ def _usd(pico: int | None) -> str:
     return "-" if pico is None else str(pico_to_usd_per_mtok(pico))
 
 
+_LIST_COLUMNS = ("model", "periods", "from", "to", *PRICE_KEYS, "long_context", "aliases")
+
+
+def _list_periods(book: PriceBook) -> None:
+    """Every period of every entry (USD per million tokens), so earlier prices and long-context
+    tiers are visible without naming a model."""
+    rows: list[tuple[str, ...]] = []
+    counts = dict(book.periods.group_by("price_model").len().iter_rows())
+    previous = None
+    for p in book.periods.iter_rows(named=True):
+        name = p["price_model"]
+        first = name != previous
+        previous = name
+        tier = "-"
+        if p["long_context_threshold"] is not None:
+            tier = f">{p['long_context_threshold']}: " + "/".join(_usd(p["long_context_" + k]) for k in PRICE_KEYS)
+        rows.append((
+            name if first else "",
+            str(counts[name]) if first else "",
+            f"{p['effective_from']:%Y-%m-%d}",
+            f"{p['effective_to']:%Y-%m-%d}" if p["effective_to"] else "open",
+            *[_usd(p[k]) for k in PRICE_KEYS],
+            tier,
+            ", ".join(book.info[name]["aliases"]) if first else "",
+        ))
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(_LIST_COLUMNS)]
+    click.echo("USD per million tokens; one line per price period")
+    for r in [_LIST_COLUMNS, *rows]:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
 @prices.command("show")
 @click.argument("model", required=False)
 @click.option(
@@ -49,16 +80,16 @@ def _usd(pico: int | None) -> str:
     help="Extra price book file, loaded after the packaged one and $USAGE_ETL_PRICE_BOOK (repeatable).",
 )
 def show(model: str | None, extra: tuple[Path, ...]) -> None:
-    """List all models, or show how MODEL resolves and its price periods (USD per million tokens)."""
+    """List every model with all its price periods, or show how MODEL resolves and its periods.
+
+    Prices in USD per million tokens. Without MODEL: one line per period; `periods` is the
+    entry's number of periods (on its first line), `long_context` the tier of that period as
+    `>THRESHOLD: input/output/5m/1h/read`, or `-`.
+    """
     book = _load(extra)
     click.echo(f"price book {book.version} from {', '.join(book.files)}")
     if model is None:
-        latest = book.periods.group_by("price_model", maintain_order=True).last()
-        for row in latest.iter_rows(named=True):
-            info = book.info[row["price_model"]]
-            aliases = f"  (aliases: {', '.join(info['aliases'])})" if info["aliases"] else ""
-            prices_ = " ".join(f"{k}={_usd(row[k])}" for k in PRICE_KEYS)
-            click.echo(f"{row['price_model']:<22} from {row['effective_from']:%Y-%m-%d}  {prices_}{aliases}")
+        _list_periods(book)
         return
 
     specific, base = normalize_model_name(model)

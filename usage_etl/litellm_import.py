@@ -12,6 +12,12 @@ Fields used (per model key):
   cache_read_input_token_cost                                     (default: input, i.e. no discount)
   <any of the above>_above_<N>k_tokens                            (long-context tier, threshold N*1000)
 
+A tier cache price LiteLLM does not list (e.g. ``cache_creation_input_token_cost_above_1hr_above_200k_tokens``
+for Claude Sonnet 4.5) is derived as base price x tier input / base input, Anthropic's published
+rule (cache multipliers apply to the long-context input rate): Sonnet 4.5's 1-hour write above
+200k is 6 x 6/3 = 12 USD per million tokens, not the base 6. Each derivation is stated in the
+entry's note, and the output states every tier price explicitly.
+
 LiteLLM carries no dates, so every imported model gets one open period from ``effective_from``.
 Keys are grouped by the same name normalization the pricer uses (provider prefix and snapshot
 suffix stripped); one entry per group, preferring the first-party provider's key. A snapshot or
@@ -102,8 +108,31 @@ def _prices(spec: dict[str, Any]) -> tuple[dict[str, Decimal], dict[str, Any] | 
         ((threshold, tier),) = tiers.items()
         if "input" not in tier or "output" not in tier:
             raise _Skip(f"unsupported: long-context tier above {threshold} lacks input or output price")
-        long_context = {"threshold": threshold, **tier}
+        long_context = {"threshold": threshold, **tier, **_derived_tier_prices(threshold, base, tier, notes)}
     return base, long_context, notes
+
+
+def _derived_tier_prices(
+    threshold: int, base: dict[str, Decimal], tier: dict[str, Decimal], notes: list[str]
+) -> dict[str, Decimal]:
+    """Tier prices LiteLLM does not list (USD per million tokens): base price x tier input / base
+    input, rounded half-even to 6 decimals (noted when rounded). Every derivation is noted."""
+    missing = [k for k in PRICE_KEYS if k not in tier]
+    if not missing:
+        return {}
+    if base["input"] == 0:
+        raise _Skip(f"unsupported: long-context tier above {threshold} lacks {', '.join(missing)} and base input is 0")
+    ratio = f"{_fmt(tier['input'])}/{_fmt(base['input'])}"
+    out: dict[str, Decimal] = {}
+    for k in missing:
+        exact = base[k] * tier["input"] / base["input"]
+        out[k] = exact.quantize(_SIX_PLACES, rounding=ROUND_HALF_EVEN)
+        rounded = "" if out[k] == exact else " (rounded)"
+        notes.append(
+            f"above {threshold} tokens {k} not listed; derived as base {_fmt(base[k])} x tier input ratio "
+            f"{ratio} = {_fmt(out[k])} USD/MTok{rounded}"
+        )
+    return out
 
 
 def _signature(base: dict[str, Decimal], lc: dict[str, Any] | None) -> tuple[Any, ...]:
@@ -218,8 +247,9 @@ def _render(
         f"# {len(entries)} models imported, {len(skipped)} keys skipped.",
         "# LiteLLM publishes USD per token; figures here are USD per million tokens (exact decimal",
         "# conversion). Defaults where LiteLLM lists no value: cache_write_5m = input,",
-        "# cache_write_1h = cache_write_5m, cache_read = input. LiteLLM has no price history:",
-        f"# every period starts on {effective_from.isoformat()}.",
+        "# cache_write_1h = cache_write_5m, cache_read = input; a long-context tier price not",
+        "# listed = base price x tier input / base input (noted per entry). LiteLLM has no price",
+        f"# history: every period starts on {effective_from.isoformat()}.",
         "",
     ]
     for name, e in sorted(entries.items()):
@@ -235,7 +265,7 @@ def _render(
             out.append(f"{k} = {_fmt(e['prices'][k])}")
         lc = e["long_context"]
         if lc:
-            parts = [f"threshold = {lc['threshold']}"] + [f"{k} = {_fmt(lc[k])}" for k in PRICE_KEYS if k in lc]
+            parts = [f"threshold = {lc['threshold']}"] + [f"{k} = {_fmt(lc[k])}" for k in PRICE_KEYS]
             out.append("long_context = { " + ", ".join(parts) + " }")
         out.append(f"source = {_toml_str(source)}")
         out.append(f"source_date = {source_date.isoformat()}")

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from usage_etl.pricing import MAX_TOKENS_PER_FIELD
 from usage_etl.source_config import DEFAULT_ERROR_VALUES, REQUIRED_ANY, SEMANTIC_FIELDS
 from usage_etl.sources.postgres import DIMENSION_PREFIX, TOKEN_SLOTS
 
@@ -122,6 +123,7 @@ def normalize(
     Every input row lands in exactly one of the two outputs, so
     `raw.height == messages.height + quarantine.height`. Reasons, first match wins:
     missing_user_id, missing_created_at, missing_usage, non_integer_tokens, negative_tokens,
+    tokens_out_of_range (a token field above `pricing.MAX_TOKENS_PER_FIELD` = 10^9 tokens),
     cached_exceeds_prompt, reasoning_exceeds_output, cache_1h_exceeds_cache_creation,
     invalid_paid_amount. Raises ValueError for an unknown semantics.
     """
@@ -144,6 +146,11 @@ def normalize(
     negative = pl.lit(None, pl.String)
     for f in reversed(fields):
         negative = pl.when(_int(f) < 0).then(pl.lit(f.removeprefix("u_") + "=") + pl.col(f)).otherwise(negative)
+    # Above MAX_TOKENS_PER_FIELD (10^9 tokens): not a real message, and it could overflow the
+    # Int64 pico-USD cost (see pricing.MAX_TOKENS_PER_FIELD).
+    too_large = pl.lit(None, pl.String)
+    for f in reversed(fields):
+        too_large = pl.when(_int(f) > MAX_TOKENS_PER_FIELD).then(pl.lit(f.removeprefix("u_") + "=") + pl.col(f)).otherwise(too_large)
 
     v = {f: _int(f).fill_null(0) for f in fields}
     cached = pl.when(chat).then(v["u_prompt_cached_tokens"]).otherwise(v["u_input_cached_tokens"])
@@ -163,7 +170,9 @@ def normalize(
         .then(v["u_output_reasoning_tokens"])
         .otherwise(v["u_reasoning_tokens"]),  # Anthropic: never reported (null -> 0); flat tables
     }
-    lf = lf.with_columns(**{k: e.cast(pl.Int64) for k, e in canon.items()}, _non_integer=non_integer, _negative=negative)
+    lf = lf.with_columns(
+        **{k: e.cast(pl.Int64) for k, e in canon.items()}, _non_integer=non_integer, _negative=negative, _too_large=too_large
+    )
 
     reason = (
         pl.when(pl.col("user_id").is_null())
@@ -176,6 +185,8 @@ def normalize(
         .then(pl.lit("non_integer_tokens"))
         .when(pl.col("_negative").is_not_null())
         .then(pl.lit("negative_tokens"))
+        .when(pl.col("_too_large").is_not_null())
+        .then(pl.lit("tokens_out_of_range"))
         .when(pl.col("input_tokens") < 0)
         .then(pl.lit("cached_exceeds_prompt"))
         .when(pl.col("reasoning_tokens") > pl.col("output_tokens"))
@@ -195,7 +206,7 @@ def normalize(
         .then(usage_detail)
         .when(pl.col("_reason") == "invalid_paid_amount")
         .then(pl.lit("paid_amount=") + pl.col("paid_amount"))
-        .otherwise(pl.coalesce("_non_integer", "_negative"))
+        .otherwise(pl.coalesce("_non_integer", "_negative", "_too_large"))
     )
     lf = lf.with_columns(_reason=reason).with_columns(_detail=detail)
 

@@ -16,7 +16,16 @@ Cost of one message (``c1h`` = cache_creation_1h_input_tokens, ``cc`` = cache_cr
 
 ``reasoning_tokens`` are inside ``output_tokens`` and never charged again. When a period has a
 ``long_context`` tier and the prompt (input + cc + cache_read) is strictly above its threshold,
-the whole request is charged at the tier's prices.
+the whole request is charged at the tier's prices. A tier that omits a cache price gets the base
+cache price scaled by the tier's input ratio (tier input / base input), the rule Anthropic
+publishes for its >200k tier (cache multipliers apply to the long-context input rate).
+
+Overflow: every token field of a priced message is at most ``MAX_TOKENS_PER_FIELD`` (10^9)
+tokens (normalization quarantines larger values as ``tokens_out_of_range``), and the loader
+rejects a period whose prices could then exceed Int64 pico-USD for one message
+(``MAX_TOKENS_PER_FIELD x (input + max(cache writes) + cache_read + output) <= 2^63 - 1``).
+``price_messages`` also computes in Int128 and casts back strictly, so a frame that bypassed
+normalization raises instead of wrapping to a wrong (negative) cost.
 
 Sources of the shipped prices: see ``usage_etl/prices/default.toml`` and docs/pricing.md.
 """
@@ -41,6 +50,8 @@ import polars as pl
 
 __all__ = [
     "ENV_VAR",
+    "INT64_MAX",
+    "MAX_TOKENS_PER_FIELD",
     "PICO_PER_USD",
     "PRICE_KEYS",
     "PriceBook",
@@ -60,6 +71,12 @@ PICO_PER_USD = 10**12
 # USD per million tokens -> pico-USD per token.
 _PICO_PER_TOKEN_PER_USD_PER_MTOK = 10**6
 PRICE_KEYS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
+INT64_MAX = 2**63 - 1
+# Sanity bound on every token field of one message (tokens). 10^9 is 100x the largest context
+# window on offer (10M tokens). With it, one message costs at most 10^9 x (sum of its prices in
+# pico-USD per token); the loader keeps that within Int64 (a price sum up to ~$9,223 per
+# million tokens; the shipped book's largest is Opus at $121.50, 75x headroom).
+MAX_TOKENS_PER_FIELD = 10**9
 DEFAULT_BOOK_NAME = "usage_etl/prices/default.toml"
 
 _TOP_KEYS = {"models"}
@@ -327,8 +344,11 @@ def _parse_period(origin: str, key: str, raw: Any) -> dict[str, Any]:
             raise _fail(origin, f"{lkey}.threshold", "must be a positive integer number of prompt tokens")
         p["long_context_threshold"] = thr
         for k in PRICE_KEYS:
-            # Unstated tier cache prices fall back to the base period's price.
-            p[f"long_context_{k}"] = _check_price(origin, f"{lkey}.{k}", lc[k]) if k in lc else p[k]
+            if k in lc:
+                p[f"long_context_{k}"] = _check_price(origin, f"{lkey}.{k}", lc[k])
+        for k in PRICE_KEYS:
+            if k not in lc:
+                p[f"long_context_{k}"] = _tier_price(origin, f"{lkey}.{k}", p[k], p["input"], p["long_context_input"])
     bd = raw.get("batch_discount")
     if bd is not None and (not isinstance(bd, (int, float)) or isinstance(bd, bool) or not 0 <= bd < 1):
         raise _fail(origin, f"{key}.batch_discount", "must be a fraction in [0, 1)")
@@ -340,8 +360,48 @@ def _parse_period(origin: str, key: str, raw: Any) -> dict[str, Any]:
     p["source_date"] = (
         _check_date(origin, f"{key}.source_date", raw["source_date"]) if "source_date" in raw else None
     )
+    _check_cost_range(origin, key, p)
     p["origin"] = origin
     return p
+
+
+def _tier_price(origin: str, key: str, base_price: int, base_input: int, tier_input: int) -> int:
+    """An unstated long-context cache price (pico-USD per token): the base price scaled by
+    tier input / base input, e.g. Sonnet 4.5's 1-hour write 6 x 6/3 = 12 USD per million tokens.
+
+    Raises PriceBookError when the ratio is undefined (base input 0) or the result is not a whole
+    pico-USD per token: then the price must be stated.
+    """
+    if base_input == 0:
+        raise _fail(origin, key, "missing, and cannot be derived from a base input price of 0; state it")
+    scaled, rest = divmod(base_price * tier_input, base_input)
+    if rest:
+        exact = Decimal(base_price * tier_input) / base_input / _PICO_PER_TOKEN_PER_USD_PER_MTOK
+        raise _fail(
+            origin, key,
+            f"missing, and the derived price {exact:f} (base price x tier input / base input) has more "
+            "than 6 decimals; state it (USD per million tokens)",
+        )
+    return scaled
+
+
+def _check_cost_range(origin: str, key: str, p: dict[str, Any]) -> None:
+    """Reject prices with which a message of MAX_TOKENS_PER_FIELD tokens per field could cost
+    more than Int64 pico-USD (it would overflow instead of being priced)."""
+    tiers = [("", key)]
+    if p["long_context_threshold"] is not None:
+        tiers.append(("long_context_", f"{key}.long_context"))
+    for pre, tkey in tiers:
+        writes = max(p[pre + "cache_write_5m"], p[pre + "cache_write_1h"])
+        per_token = p[pre + "input"] + writes + p[pre + "cache_read"] + p[pre + "output"]
+        if per_token * MAX_TOKENS_PER_FIELD > INT64_MAX:
+            raise _fail(
+                origin, tkey,
+                f"prices too high to cost exactly: input + largest cache write + cache_read + output = "
+                f"{pico_to_usd_per_mtok(per_token)} USD per million tokens; with up to "
+                f"{MAX_TOKENS_PER_FIELD:,} tokens per field a message could exceed 2^63-1 pico-USD "
+                f"(limit {pico_to_usd_per_mtok(INT64_MAX // MAX_TOKENS_PER_FIELD)} USD per million tokens)",
+            )
 
 
 def _parse_file(origin: str, doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -525,7 +585,10 @@ def load_price_book(
         schema={"key": pl.String, "price_model": pl.String},
     )
     patterns = tuple((pat, e.name) for e in entries.values() for pat in e.patterns)
-    blob = json.dumps(docs, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # The resolved prices are hashed too, so a change in how a price is derived (a long-context
+    # cache price left unstated) changes the version even when no file changed.
+    resolved = periods.drop("origin").rows()
+    blob = json.dumps([docs, resolved], sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     version = hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
     info = {
         e.name: {"aliases": tuple(e.aliases), "patterns": tuple(e.patterns), "provider": e.provider,
@@ -589,7 +652,10 @@ _COST_INPUTS = (
 def price_messages(frame: pl.LazyFrame, book: PriceBook) -> pl.LazyFrame:
     """Add ``price_model`` (String), ``cost_pico_usd`` (Int64) and ``priced`` (Boolean).
 
-    Input: the canonical message frame (see DESIGN.md §2) with ``cache_creation_1h_input_tokens``.
+    Input: the canonical message frame (see DESIGN.md §2) with ``cache_creation_1h_input_tokens``;
+    token fields in tokens, at most ``MAX_TOKENS_PER_FIELD`` each (as normalization guarantees).
+    A cost beyond Int64 pico-USD raises ``polars.exceptions.InvalidOperationError`` at collect
+    time; it is never wrapped to a wrong value.
     The period used is the one with ``effective_from <= created_at < effective_to``.
     ``cost_pico_usd`` is null and ``priced`` False when the model is unknown or has no period
     in effect at ``created_at``; an unknown model is never priced at 0. Row count and order are
@@ -616,12 +682,16 @@ def price_messages(frame: pl.LazyFrame, book: PriceBook) -> pl.LazyFrame:
     def price(k: str) -> pl.Expr:
         return pl.when(over).then(pl.col(_lc(k))).otherwise(pl.col(_p(k)))
 
+    def tokens(expr: pl.Expr) -> pl.Expr:
+        # Int128 products and sum (tokens x pico-USD per token): exact far beyond Int64.
+        return expr.cast(pl.Int128)
+
     cost = (
-        pl.col("input_tokens") * price("input")
-        + (cc - c1h) * price("cache_write_5m")
-        + c1h * price("cache_write_1h")
-        + pl.col("cache_read_input_tokens") * price("cache_read")
-        + pl.col("output_tokens") * price("output")
+        tokens(pl.col("input_tokens")) * price("input")
+        + tokens(cc - c1h) * price("cache_write_5m")
+        + tokens(c1h) * price("cache_write_1h")
+        + tokens(pl.col("cache_read_input_tokens")) * price("cache_read")
+        + tokens(pl.col("output_tokens")) * price("output")
     )
     in_effect = (pl.col(_FROM) <= pl.col("created_at")) & (
         pl.col(_TO).is_null() | (pl.col("created_at") < pl.col(_TO))
@@ -635,7 +705,11 @@ def price_messages(frame: pl.LazyFrame, book: PriceBook) -> pl.LazyFrame:
         with_model.select(_ROW, "price_model", "created_at", *_COST_INPUTS)
         .join(prices, on="price_model", how="inner")
         .filter(in_effect)
-        .select(_ROW, cost_pico_usd=cost.cast(pl.Int64))
+        # Strict cast: a cost beyond Int64 raises (InvalidOperationError naming cost_pico_usd)
+        # instead of wrapping. Normalized frames never get here (MAX_TOKENS_PER_FIELD and the
+        # loader's price check keep every cost within Int64).
+        .select(_ROW, cost_pico_usd=cost)
+        .with_columns(pl.col("cost_pico_usd").cast(pl.Int64, strict=True))
     )
     return (
         with_model.join(costs, on=_ROW, how="left", validate="1:1", maintain_order="left")
