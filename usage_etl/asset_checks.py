@@ -26,7 +26,7 @@ days last failed with ERROR, however the rollup was launched.
 
 # No `from __future__ import annotations`: Dagster inspects the context annotation at definition time.
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -122,25 +122,35 @@ def check_specs(asset_name: str, period_type: str, pdef: dg.PartitionsDefinition
 
 
 class PendingChecks:
-    """The rules of a run's partitions, evaluated in a background thread (`start`) while the asset
-    step goes on: their queries then overlap Dagster recording the materialization, instead of
-    adding to the step's time."""
+    """The rules of a run's partitions, evaluated in a background thread as each partition is
+    written (`submit`): their queries overlap the writing of the next partitions and Dagster
+    recording the materialization, instead of adding to the step's time."""
 
     def __init__(self, context: dg.AssetExecutionContext, engine: sa.Engine, settings: Settings, period_type: str,
                  daily_key: dg.AssetKey, thresholds: check_runner.Thresholds | None) -> None:
         self.context, self.period_type = context, period_type
         self.asset_key = context.asset_key
         self.selected = dg.AssetCheckKey(self.asset_key, CHECK) in context.selected_asset_check_keys
+        self.keys: list[str] = []
+        self._futures: list[Future] = []
         if not self.selected:
             return  # an asset built without its check (bench/checks_overhead.py)
-        self.keys = context.partition_keys
+        run_keys = context.partition_keys
         # This run's partitions count as materialized: they are, by the time the result is read.
-        materialized = (context.instance.get_materialized_partitions(daily_key) | set(self.keys)) if period_type == "daily" else set()
-        thresholds = thresholds or check_runner.Thresholds.from_env()
+        self._materialized = (context.instance.get_materialized_partitions(daily_key) | set(run_keys)) if period_type == "daily" else set()
+        self._thresholds = thresholds or check_runner.Thresholds.from_env()
+        self._engine, self._settings = engine, settings
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage_etl_checks")
-        self._future = self._pool.submit(
-            check_runner.evaluate, engine, settings, period_type, self.keys, materialized_daily=materialized, thresholds=thresholds
-        )
+
+    def submit(self, key: str) -> None:
+        """Start evaluating the rules on partition `key`, which is written."""
+        if not self.selected:
+            return
+        self.keys.append(key)
+        self._futures.append(self._pool.submit(
+            check_runner.evaluate, self._engine, self._settings, self.period_type, [key],
+            materialized_daily=self._materialized, thresholds=self._thresholds,
+        ))
 
     def evaluations(self) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
         """One `integrity` evaluation per partition, then the check's output. Yield from it after
@@ -148,9 +158,9 @@ class PendingChecks:
         if not self.selected:
             return
         try:
-            results = self._future.result()
+            results = {k: v for f in self._futures for k, v in f.result().items()}
         finally:
-            self._pool.shutdown()
+            self._pool.shutdown(cancel_futures=True)
         targets = _targets(self.context.instance, self.asset_key, self.keys)
         errors: list[str] = []
         for key, outcomes in results.items():
@@ -174,7 +184,7 @@ def start(
     daily_key: dg.AssetKey,
     thresholds: check_runner.Thresholds | None = None,
 ) -> PendingChecks:
-    """Start evaluating the rules on each partition of the run; call once the partitions are
+    """Prepare the rules of the run's partitions: call `pending.submit(key)` as each partition is
     written, then `yield from pending.evaluations()` after the `MaterializeResult`.
 
     `daily_key`: the daily asset (completeness). `thresholds` None: from the environment.

@@ -8,6 +8,7 @@ is bounded by one window.
 
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 
@@ -45,17 +46,41 @@ def _metadata(results: Sequence[pipeline.PartitionResult], extra: dict | None = 
     return md
 
 
-def _run_each(context: dg.AssetExecutionContext, period_type: str, step: Callable[[str], pipeline.PartitionResult]) -> list[pipeline.PartitionResult]:
+def _run_each(
+    context: dg.AssetExecutionContext,
+    period_type: str,
+    step: Callable[[str], pipeline.PartitionResult],
+    workers: int,
+    on_done: Callable[[str], None],
+) -> list[pipeline.PartitionResult]:
+    """Run `step` on each partition key of the run, `workers` at a time, and call `on_done(key)`
+    in key order as each finishes (the integrity checks start there).
+
+    Partitions are independent (own window, own transaction and lock), so two run at once: while
+    one waits on PostgreSQL, the other's Polars work (which releases the GIL) goes on. Memory is
+    bounded by `workers` windows. The first failure cancels the partitions not yet started and is
+    raised; partitions already committed stay (each is atomic, and a rerun replaces them).
+    """
     keys = context.partition_keys
-    results = []
-    for i, key in enumerate(keys, 1):
+
+    def one(key: str) -> pipeline.PartitionResult:
         with db_errors.classified(f"{period_type} partition {key}"):
-            r = step(key)
-        results.append(r)
-        context.log.info(
-            f"{period_type} {key} ({i}/{len(keys)}): {r.users} users, {r.messages} messages, "
-            f"{r.rejected_rows} rejected, {r.rows_written} rows written"
-        )
+            return step(key)
+
+    results = []
+    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(keys))), thread_name_prefix=f"usage_etl_{period_type}")
+    try:
+        futures = [pool.submit(one, key) for key in keys]
+        for i, (key, future) in enumerate(zip(keys, futures), 1):
+            r = future.result()
+            results.append(r)
+            on_done(key)
+            context.log.info(
+                f"{period_type} {key} ({i}/{len(keys)}): {r.users} users, {r.messages} messages, "
+                f"{r.rejected_rows} rejected, {r.rows_written} rows written"
+            )
+    finally:
+        pool.shutdown(cancel_futures=True)
     return results
 
 
@@ -97,12 +122,14 @@ def build_assets(
         # A mapping error stops the run before any partition is written, and is not retried.
         with db_errors.classified(f"source mapping check of {pipeline.source_name(settings)}"):
             check_source(engine, settings)
+        pending = asset_checks.start(context, engine, settings, "daily", context.asset_key)
         results = _run_each(
             context,
             "daily",
             lambda key: late_data.materialize_day(engine, url, settings, book, partitions.window(PARTITIONS["daily"], "daily", key)),
+            auto.partition_workers,
+            pending.submit,
         )
-        pending = asset_checks.start(context, engine, settings, "daily", context.asset_key)
         unpartitioned = pipeline.quarantine_unpartitioned(engine, url, settings)
         yield dg.MaterializeResult(
             metadata=_metadata(results, {"price_book_version": book.version, "rows_without_created_at": unpartitioned}),
@@ -129,12 +156,14 @@ def build_assets(
         def rollup(context: dg.AssetExecutionContext, db: PostgresResource):
             asset_checks.require_daily_checks_passed(context, daily_user_usage.key)
             engine, url = db.engine, db.url()
+            pending = asset_checks.start(context, engine, settings, period_type, daily_user_usage.key)
             results = _run_each(
                 context,
                 period_type,
                 lambda key: pipeline.run_rollup(engine, url, settings, partitions.window(PARTITIONS[period_type], period_type, key)),
+                auto.partition_workers,
+                pending.submit,
             )
-            pending = asset_checks.start(context, engine, settings, period_type, daily_user_usage.key)
             yield dg.MaterializeResult(metadata=_metadata(results))
             yield from pending.evaluations()
 

@@ -62,6 +62,7 @@ class AutomationSettings:
     | USAGE_ETL_BACKFILL_BATCH_SIZE | 30 | partitions per run in a backfill (0: whole range in one run) |
     | USAGE_ETL_RETRY_MAX | 3 | retries of a step after a transient database error |
     | USAGE_ETL_RETRY_DELAY_SECONDS | 30 | first retry delay, doubled each time (jittered) |
+    | USAGE_ETL_PARTITION_WORKERS | 2 | partitions of one run processed at once (threads, one connection each) |
     """
 
     nightly_cron: str = "0 1 * * *"
@@ -71,6 +72,7 @@ class AutomationSettings:
     batch_size: int = 30
     retry_max: int = 3
     retry_delay_seconds: float = 30.0
+    partition_workers: int = 2
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "AutomationSettings":
@@ -102,6 +104,7 @@ class AutomationSettings:
             batch_size=number("USAGE_ETL_BACKFILL_BATCH_SIZE", d.batch_size),
             retry_max=number("USAGE_ETL_RETRY_MAX", d.retry_max),
             retry_delay_seconds=number("USAGE_ETL_RETRY_DELAY_SECONDS", d.retry_delay_seconds, float),
+            partition_workers=number("USAGE_ETL_PARTITION_WORKERS", d.partition_workers, minimum=1),
         )
 
 

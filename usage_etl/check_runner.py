@@ -26,6 +26,7 @@ from usage_etl import checks, partitions, store
 from usage_etl.checks import CheckOutcome
 from usage_etl.config import ConfigError, Settings
 from usage_etl.pipeline import source_name
+from usage_etl.pricing import MAX_TOKENS_PER_FIELD
 from usage_etl.sources.postgres import TOKEN_SLOTS, source_table, window_query
 
 # Rows whose token fields are not all integer literals were quarantined by the pipeline; testing
@@ -76,15 +77,13 @@ def expected_query(settings: Settings, start: Bound, end: Bound, first_day: str 
     OpenAI responses (input/output details present) -> input = input - cached, cache_read = cached;
     otherwise Anthropic fields as they are, reasoning 0.
     """
-    # MATERIALIZED: each row's JSON fields are extracted once (as in the pipeline's own read), not
-    # again in every expression below that uses them.
-    raw = window_query(settings, start, end).cte("raw").prefix_with("MATERIALIZED")
     fields = [f for f in TOKEN_SLOTS if f != "u_cache_creation_1h_input_tokens"]  # the 1h part is inside cache_creation
     semantics = settings.source_config.tokens.semantics
+    w = window_query(settings, start, end).subquery("w")
     q = sa.table(store.QUARANTINE_TABLE, sa.column("source"), sa.column("partition_key"), sa.column("message_id"), schema=settings.schema)
     # NOT IN over a small subquery runs as one hashed lookup; a correlated NOT EXISTS was planned as
     # an index probe per raw row. NULL ids are left out, or NOT IN would match nothing.
-    quarantined = raw.c.message_id.in_(
+    quarantined = w.c.message_id.in_(
         sa.select(q.c.message_id).where(
             q.c.source == source_name(settings),
             q.c.partition_key >= first_day,
@@ -92,21 +91,34 @@ def expected_query(settings: Settings, start: Bound, end: Bound, first_day: str 
             q.c.message_id.is_not(None),
         )
     )
+    # OFFSET 0 fences: without them PostgreSQL inlines the subqueries and extracts each JSON field,
+    # tests the pattern and casts again in every expression that uses it (about 3x the CPU per row:
+    # 5M rows took 38 s, with its sort of wide rows spilling to disk, against ~10 s fenced).
+    raw = (
+        sa.select(_local_date(settings, w.c.created_at).label("day"), w.c.user_id, *[w.c[f] for f in fields])
+        .where(~quarantined)
+        .offset(0)
+        .subquery("raw")
+    )
     integers = sa.func.concat_ws(",", *[raw.c[f] for f in fields]).regexp_match(_ALL_INTEGERS)
+    t = sa.select(raw, integers.label("ok")).offset(0).subquery("tested")  # the pattern once per row
     # `auto` detects the provider per row; a configured semantics applies to every row.
-    chat: sa.ColumnElement = sa.or_(raw.c.u_prompt_tokens.is_not(None), raw.c.u_completion_tokens.is_not(None))
-    responses: sa.ColumnElement = sa.and_(~chat, sa.or_(raw.c.u_input_cached_tokens.is_not(None), raw.c.u_output_reasoning_tokens.is_not(None)))
+    chat: sa.ColumnElement = sa.or_(t.c.u_prompt_tokens.is_not(None), t.c.u_completion_tokens.is_not(None))
+    responses: sa.ColumnElement = sa.and_(~chat, sa.or_(t.c.u_input_cached_tokens.is_not(None), t.c.u_output_reasoning_tokens.is_not(None)))
     if semantics != "auto":
         chat, responses = sa.literal(semantics == "openai_chat"), sa.literal(semantics == "openai_responses")
+    # CASE keeps each cast behind the test (PostgreSQL may evaluate WHERE conditions in any order);
+    # the fence casts once per row.
     n = (
         sa.select(
-            _local_date(settings, raw.c.created_at).label("day"),
-            raw.c.user_id,
+            t.c.day,
+            t.c.user_id,
             chat.label("chat"),
             responses.label("responses"),
-            *[sa.func.coalesce(sa.cast(sa.cast(raw.c[f], sa.Numeric), sa.BigInteger), 0).label(f) for f in fields],
+            *[sa.case((t.c.ok, sa.func.coalesce(sa.cast(sa.cast(t.c[f], sa.Numeric), sa.BigInteger), 0))).label(f) for f in fields],
         )
-        .where(~quarantined, integers)
+        .where(t.c.ok)
+        .offset(0)
         .subquery("parsed")
     )
     openai = sa.or_(n.c.chat, n.c.responses)
@@ -122,7 +134,9 @@ def expected_query(settings: Settings, start: Bound, end: Bound, first_day: str 
             else_=n.c.u_reasoning_tokens if semantics == "flat" else 0,
         ),
     }
-    canon = sa.select(n.c.day, n.c.user_id, *[e.label(k) for k, e in tokens.items()]).subquery("canon")
+    # Counts above MAX_TOKENS_PER_FIELD are quarantined too (tokens_out_of_range).
+    in_range = [n.c[f] <= MAX_TOKENS_PER_FIELD for f in fields]
+    canon = sa.select(n.c.day, n.c.user_id, *[e.label(k) for k, e in tokens.items()]).where(*in_range).subquery("canon")
     total = canon.c.input_tokens + canon.c.cache_creation_input_tokens + canon.c.cache_read_input_tokens + canon.c.output_tokens
     sums = {**{k: canon.c[k] for k in tokens}, "total_tokens": total}
     return sa.select(

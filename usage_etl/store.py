@@ -113,6 +113,9 @@ def upsert_window(conn: sa.Connection, target: sa.Table, rows: pl.DataFrame, win
     cols = [c.name for c in target.columns if c.name != "computed_at"]
     stage, quoted = _temp_like(conn, target, f"stage_{target.name}")
     copy_frame(conn, quoted, rows.select(cols))
+    # Without statistics the planner takes the staged rows for a handful and probes them once per
+    # target row (a nested loop): ~0.4 s for a day of 5,000 users instead of ~10 ms.
+    conn.execute(sa.text(f"ANALYZE {quoted}"))
     values = [c for c in cols if c not in key]
     stmt = insert(target).from_select(cols, sa.select(*[stage.c[c] for c in cols]))
     stmt = stmt.on_conflict_do_update(
@@ -121,7 +124,11 @@ def upsert_window(conn: sa.Connection, target: sa.Table, rows: pl.DataFrame, win
         where=sa.tuple_(*[target.c[c] for c in values]).is_distinct_from(sa.tuple_(*[stmt.excluded[c] for c in values])),
     ).returning(sa.literal_column("xmax = 0").label("inserted"))
     outcome = conn.execute(stmt).scalars().all()
-    stale = sa.delete(target).where(in_window, ~sa.exists().where(*[stage.c[k] == target.c[k] for k in key]))
+    # NOT IN runs as one hashed lookup of the staged keys (key columns are NOT NULL, so NOT IN is
+    # exact). NOT EXISTS was planned from the target's statistics: right after a first load they
+    # say "empty", and the anti join became a nested loop over the rows just upserted (~6 s a day).
+    keys_of = sa.tuple_(*[target.c[k] for k in key])
+    stale = sa.delete(target).where(in_window, keys_of.not_in(sa.select(*[stage.c[k] for k in key])))
     deleted = conn.execute(stale).rowcount
     inserted = sum(1 for x in outcome if x)
     return WriteStats(inserted=inserted, updated=len(outcome) - inserted, deleted=deleted)
