@@ -1,0 +1,24 @@
+-- Seed 003's aggregate_user_token_usage() for one granularity: one INSERT … SELECT … GROUP BY over
+-- the raw rows with count(DISTINCT conversation_id), upserted. A data-writing query and a DISTINCT
+-- aggregate: PostgreSQL runs it on one core. {target}: quoted table; {canonical}: canonical_messages.sql.
+INSERT INTO {target} AS t (user_id, period_type, period_start, period_end, message_count, error_count,
+    conversation_count, input_tokens, cache_creation_input_tokens, cache_read_input_tokens,
+    output_tokens, reasoning_tokens, total_tokens, first_activity, last_activity)
+SELECT user_id, :period_type, local_start AT TIME ZONE :tz,
+       (local_start + CAST(:step AS interval)) AT TIME ZONE :tz,
+       count(*), sum(is_error), count(DISTINCT conversation_id),
+       sum(input_tokens), sum(cache_creation_input_tokens), sum(cache_read_input_tokens),
+       sum(output_tokens), sum(reasoning_tokens),
+       sum(input_tokens + cache_creation_input_tokens + cache_read_input_tokens + output_tokens),
+       min(created_at), max(created_at)
+FROM (SELECT m.*, date_trunc(:unit, m.created_at AT TIME ZONE :tz) AS local_start FROM ({canonical}) AS m) AS x
+GROUP BY user_id, local_start
+ON CONFLICT (user_id, period_type, period_start) DO UPDATE SET
+    period_end = excluded.period_end, message_count = excluded.message_count,
+    error_count = excluded.error_count, conversation_count = excluded.conversation_count,
+    input_tokens = excluded.input_tokens,
+    cache_creation_input_tokens = excluded.cache_creation_input_tokens,
+    cache_read_input_tokens = excluded.cache_read_input_tokens,
+    output_tokens = excluded.output_tokens, reasoning_tokens = excluded.reasoning_tokens,
+    total_tokens = excluded.total_tokens, first_activity = excluded.first_activity,
+    last_activity = excluded.last_activity
