@@ -192,6 +192,17 @@ def test_combine_severity_and_description():
     assert failed["metadata"]["reconciles_with_raw/first_differences"].value == "| user_id | measure |\n|---|---|\n| u | x |"
 
 
+def test_a_rule_blocks_exactly_when_its_failure_alone_makes_the_check_error():
+    # keys_and_values is ERROR, so it blocks like the other ERROR rules; WARN rules never block.
+    assert {r.name: r.blocking for r in checks.RULES} == {
+        "reconciles_with_raw": True, "rollup_matches_daily": True, "keys_and_values": True,
+        "completeness": False, "pricing_coverage": False, "quarantine_rate": False, "no_duplicate_raw_rows": False}
+    for rule in checks.RULES:
+        combined = asset_checks.combine([checks.CheckOutcome(rule.name, False, "broken")])
+        assert not combined["passed"]
+        assert (combined["severity"] == dg.AssetCheckSeverity.ERROR) is rule.blocking, rule.name
+
+
 def test_daily_and_weekly_cannot_share_a_run(env):
     """Why the rollups check their days themselves: Dagster's blocking only stops assets of the
     same run, and a daily and a weekly partition cannot be in one run."""
