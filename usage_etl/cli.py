@@ -71,13 +71,21 @@ def db_upgrade() -> None:
 @click.option("--seed", default=42, show_default=True, help="Random seed; same seed, same rows.")
 @click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Exclusive end day [default: today].")
 @click.option("--bad-fraction", default=0.005, show_default=True, help="Share of deliberately bad rows.")
-def generate(users: int, days: int, messages_per_day: int, seed: int, end: datetime | None, bad_fraction: float) -> None:
+@click.option(
+    "--unpriced-fraction",
+    default=0.0005,
+    show_default=True,
+    help="Share of each day's messages (rounded down) using a model without a price.",
+)
+def generate(
+    users: int, days: int, messages_per_day: int, seed: int, end: datetime | None, bad_fraction: float, unpriced_fraction: float
+) -> None:
     """Write realistic sample messages into the source table (created if missing)."""
     from usage_etl import sample
 
     settings = _settings()
     engine, _ = _engine(settings)
-    spec = sample.SampleSpec(users, days, messages_per_day, seed, end.date() if end else None, bad_fraction)
+    spec = sample.SampleSpec(users, days, messages_per_day, seed, end.date() if end else None, bad_fraction, unpriced_fraction)
     t0 = time.perf_counter()
     frame = sample.generate_frame(spec, settings.timezone)
     n = sample.write(engine, settings, frame)
