@@ -95,6 +95,35 @@ def test_clean_run_all_checks_pass_per_partition(env):
             assert all(e.passed for e in evs.values()), [e.description for e in evs.values() if not e.passed]
 
 
+def test_demo_data_passes_every_check(settings, engine, db_url):
+    """The data of `usage-etl demo` (`usage-etl generate` defaults: 0.5% bad rows, 1 unpriced
+    message in 2,000), 3 days instead of 30, through Dagster: every partition's check passes, no
+    WARN, although each day has unpriced messages and quarantined rows."""
+    cfg = replace(settings, start_date=TODAY - timedelta(days=3))
+    spec = sample.SampleSpec(days=3, end=TODAY)  # the demo's users, messages a day, seed and fractions
+    assert (spec.users, spec.messages_per_day, spec.bad_fraction, spec.unpriced_fraction) == (200, 2000, 0.005, 0.0005)
+    sample.write(engine, cfg, sample.generate_frame(spec, cfg.timezone))
+    resources = {"db": PostgresResource(database_url=db_url.render_as_string(hide_password=False))}
+    defs = assets.build_assets(cfg)
+    evs: dict[tuple[str, str], dg.AssetCheckEvaluation] = {}
+    with dg.instance_for_test() as instance:
+        for g in runs.GRANULARITIES:
+            keys = runs.partition_keys(g, cfg.start_date, TODAY - timedelta(days=1), cfg)
+            [result] = runs.materialize_range(g, keys, inst=instance, resources=resources, assets=defs)
+            assert result.success
+            evs |= {(g, e.partition): e for e in result.get_asset_check_evaluations()}
+    daily = {k: e for (g, k), e in evs.items() if g == "daily"}
+    assert len(daily) == 3 and {g for g, _ in evs} == {"daily", "weekly", "monthly"}
+    assert {k: e.description for k, e in evs.items() if not e.passed} == {}
+    for e in daily.values():
+        assert e.metadata["pricing_coverage/unpriced_messages"] == dg.MetadataValue.int(1)
+        assert e.metadata["quarantine_rate/rejected_rows"].value > 0
+    with engine.connect() as conn:
+        unpriced = conn.execute(sa.text("SELECT model, sum(unpriced_message_count) FROM user_token_usage_by_model "
+                                        "WHERE period_type = 'daily' GROUP BY model HAVING sum(unpriced_message_count) > 0")).all()
+    assert unpriced == [(sample.UNPRICED_MODEL, 3)]
+
+
 def test_single_partition_run_records_its_partition(env):
     daily = env["assets"][0]
     with dg.instance_for_test() as instance:
@@ -190,6 +219,17 @@ def test_combine_severity_and_description():
     assert failed["severity"] == dg.AssetCheckSeverity.ERROR
     assert failed["description"] == "reconciles_with_raw (ERROR): 1 user(s) differ; pricing_coverage (WARN): 1/10 unpriced"
     assert failed["metadata"]["reconciles_with_raw/first_differences"].value == "| user_id | measure |\n|---|---|\n| u | x |"
+
+
+def test_a_rule_blocks_exactly_when_its_failure_alone_makes_the_check_error():
+    # keys_and_values is ERROR, so it blocks like the other ERROR rules; WARN rules never block.
+    assert {r.name: r.blocking for r in checks.RULES} == {
+        "reconciles_with_raw": True, "rollup_matches_daily": True, "keys_and_values": True,
+        "completeness": False, "pricing_coverage": False, "quarantine_rate": False, "no_duplicate_raw_rows": False}
+    for rule in checks.RULES:
+        combined = asset_checks.combine([checks.CheckOutcome(rule.name, False, "broken")])
+        assert not combined["passed"]
+        assert (combined["severity"] == dg.AssetCheckSeverity.ERROR) is rule.blocking, rule.name
 
 
 def test_daily_and_weekly_cannot_share_a_run(env):

@@ -9,9 +9,9 @@ import dagster as dg
 import polars as pl
 import pytest
 from dagster._core.test_utils import freeze_time, instance_for_test
-from orchestration_helpers import Location, utc
+from orchestration_helpers import Location, insert, message, utc
 
-from usage_etl import automation
+from usage_etl import automation, sample, store
 from usage_etl.config import ConfigError, Settings
 from usage_etl.resources import PostgresResource
 
@@ -102,6 +102,64 @@ def test_plan_gates_weeks_and_months_on_their_days():
     assert automation.plan(daily, weekly, monthly, missing=False, days=["2026-06-02"]) == {"daily": ["2026-06-02"], "weekly": [], "monthly": []}
     # nightly: the failed and the missing day run; week 06-08 waits for the running 9th
     assert automation.plan(daily, weekly, monthly, missing=True) == {"daily": ["2026-06-03", "2026-06-10"], "weekly": ["2026-06-01"], "monthly": []}
+
+
+def test_plan_reruns_a_day_whose_check_failed_and_holds_back_its_week_and_month():
+    keys = [f"2026-06-{d:02d}" for d in range(1, 15)]  # Mon 1 .. Sun 14: weeks 06-01 and 06-08
+    daily = pl.DataFrame({"key": keys, "status": ["check_failed" if k == "2026-06-09" else "materialized" for k in keys]},
+                         schema=automation.STATUS_SCHEMA)
+    weekly = pl.DataFrame({"key": ["2026-06-01", "2026-06-08"], "status": ["materialized", "failed"]}, schema=automation.STATUS_SCHEMA)
+    monthly = pl.DataFrame({"key": ["2026-06-01"], "status": [None]}, schema=automation.STATUS_SCHEMA)
+    # the week of the 9th failed (its rollup refused the day) and stays back with June until the 9th passes
+    assert automation.plan(daily, weekly, monthly, missing=True) == {"daily": ["2026-06-09"], "weekly": [], "monthly": []}
+    # late data on the 10th: the day runs, its week still waits for the 9th
+    assert automation.plan(daily, weekly, monthly, missing=False, days=["2026-06-10"]) == {"daily": ["2026-06-10"], "weekly": [], "monthly": []}
+    passed = daily.with_columns(status=pl.lit("materialized"))
+    assert automation.plan(passed, weekly, monthly, missing=True) == {"daily": [], "weekly": ["2026-06-08"], "monthly": ["2026-06-01"]}
+
+
+def test_a_day_whose_blocking_check_failed_is_rerun_and_its_rollups_wait_until_it_passes(inst, engine, monkeypatch):
+    """A daily run writes its days, then the integrity check of 2026-10-02 fails with ERROR: Dagster
+    shows the day materialized, but the nightly tick reruns it and neither the nightly sensor nor
+    declarative automation requests its week or month until a rerun passes. 2026-10-03 fails its
+    check with WARN only (an unpriced model), which holds nothing back."""
+    loc = Location(Settings(start_date=date(2026, 10, 1)))  # Thu; week 2026-09-28, month 2026-10-01
+    unpriced = {**message(4, 2, utc(2026, 10, 3, 9), 10, 5), "model": "no-such-model"}
+    insert(engine, loc.settings, [message(i, 1, utc(2026, 10, i, 10), 100, 10) for i in (1, 2, 3)] + [unpriced])
+    real = store.summary_rows
+
+    def corrupt(frame, window):  # a pipeline fault on 2026-10-02: output_tokens 1 too high
+        rows = real(frame, window)
+        bad = window.period_type == "daily" and window.start.date() == date(2026, 10, 2)
+        return rows.with_columns(output_tokens=pl.col("output_tokens") + int(bad))
+
+    monkeypatch.setattr(store, "summary_rows", corrupt)
+    r = loc.sense(loc.nightly_sensor, inst, utc(2026, 10, 4, 0, 30), None)
+    with freeze_time(utc(2026, 10, 4, 0, 35)):
+        a = dg.evaluate_automation_conditions(loc.defs, inst)
+    with freeze_time(utc(2026, 10, 4, 0, 40)):
+        run = loc.materialize(inst, "daily", ["2026-10-01", "2026-10-03"])
+    assert not run.success  # the blocking check failed the step after the days were written
+    evs = {e.partition: e for e in run.get_asset_check_evaluations()}
+    assert (evs["2026-10-02"].passed, evs["2026-10-02"].severity) == (False, dg.AssetCheckSeverity.ERROR)
+    assert (evs["2026-10-03"].passed, evs["2026-10-03"].severity) == (False, dg.AssetCheckSeverity.WARN)
+    assert evs["2026-10-03"].metadata["pricing_coverage/unpriced_messages"] == dg.MetadataValue.int(1)
+    status = automation.statuses(inst, loc.partitions, utc(2026, 10, 4, 0, 45))
+    assert dict(status["daily"].iter_rows()) == {"2026-10-01": "materialized", "2026-10-02": "check_failed", "2026-10-03": "materialized"}
+    with freeze_time(utc(2026, 10, 4, 0, 45)):
+        a = dg.evaluate_automation_conditions(loc.defs, inst, cursor=a.cursor)
+    assert loc.requested(a) == {"daily": [], "weekly": [], "monthly": []}
+    r = loc.sense(loc.nightly_sensor, inst, utc(2026, 10, 4, 1, 5), r.cursor)
+    assert loc.backfill(r) == {"daily": ["2026-10-02"], "weekly": [], "monthly": []}
+
+    monkeypatch.setattr(store, "summary_rows", real)  # fixed: the rerun of the day passes its check
+    with freeze_time(utc(2026, 10, 4, 1, 10)):
+        assert loc.materialize(inst, "daily", ["2026-10-02", "2026-10-02"]).success
+    with freeze_time(utc(2026, 10, 4, 1, 15)):
+        a = dg.evaluate_automation_conditions(loc.defs, inst, cursor=a.cursor)
+    assert loc.requested(a) == {"daily": [], "weekly": ["2026-09-28"], "monthly": ["2026-10-01"]}
+    status = automation.statuses(inst, loc.partitions, utc(2026, 10, 4, 1, 15))
+    assert set(status["daily"]["status"]) == {"materialized"}
 
 
 def test_a_manually_rerun_day_is_followed_by_its_week_and_month_only(inst):

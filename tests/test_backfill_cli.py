@@ -4,7 +4,7 @@ instance of DAGSTER_HOME; `--submit` records one Dagster backfill for the daemon
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, timedelta
 
 import dagster as dg
 import pytest
@@ -58,6 +58,35 @@ def test_ninety_day_backfill_runs_in_batches_recorded_in_the_instance(engine, se
         ("2026-03-01", ALICE): (1100, 1),
     }
     assert totals(engine, settings, "weekly")[("2026-03-30", ALICE)] == (1100, 1)
+
+
+def test_a_range_outside_the_partitions_fails_and_one_partly_outside_is_clipped(engine, settings, dagster_home):
+    # Daily partitions run from USAGE_ETL_START_DATE (2026-01-01, the default) to yesterday.
+    last = runs.PARTITIONS["daily"].get_last_partition_key()
+    after = date.fromisoformat(last) + timedelta(days=2)
+    runner = CliRunner()
+    for args in (
+        ["backfill", "--start", "2025-10-01", "--end", "2025-10-05"],
+        ["backfill", "--end", "2025-12-31"],
+        ["backfill", "--start", after.isoformat(), "--end", (after + timedelta(days=4)).isoformat()],
+        ["check", "--start", "2025-10-01", "--end", "2025-10-05"],
+        ["reprice", "--start", "2025-10-01", "--end", "2025-10-05"],
+    ):
+        out = runner.invoke(main, args)
+        assert out.exit_code == 2, (args, out.output)  # a usage error, before any run
+        assert f"is outside the daily partitions 2026-01-01..{last}" in out.output, out.output
+    out = runner.invoke(main, ["backfill", "--start", "2026-01-05", "--end", "2026-01-04"])
+    assert out.exit_code == 2 and "--end 2026-01-04 is before --start 2026-01-05" in out.output
+
+    insert(engine, settings, [message(1, 1, utc(2026, 1, 1, 12), 100, 10)])
+    out = runner.invoke(main, ["backfill", "--start", "2025-12-30", "--end", "2026-01-02", "--granularity", "daily"])
+    assert out.exit_code == 0, out.output
+    assert out.stderr.splitlines()[0] == (
+        f"warning: 2025-12-30..2026-01-02 clipped to 2026-01-01..2026-01-02, the daily partitions overlapping it "
+        f"(they run 2026-01-01..{last}: USAGE_ETL_START_DATE to yesterday)")
+    assert re.search(r"backfill \w{8}: 2026-01-01\.\.2026-01-02, 2 partitions \(2 daily\) in 1 runs", out.stdout)
+    assert re.search(r"backfill \w{8} done: 1 runs, 2 partitions", out.stdout)
+    assert totals(engine, settings, "daily") == {("2026-01-01", ALICE): (110, 1)}
 
 
 def test_submit_records_one_backfill_for_the_daemon(db_url, dagster_home):

@@ -235,4 +235,4 @@ def test_duplicate_raw_rows_counts_extra_rows():
 def test_rules_cover_each_period_type():
     assert [r.name for r in checks.rules_for("daily")] == [
         "reconciles_with_raw", "keys_and_values", "completeness", "pricing_coverage", "quarantine_rate", "no_duplicate_raw_rows"]
-    assert [r.name for r in checks.rules_for("weekly") if r.blocking] == ["rollup_matches_daily"]
+    assert [r.name for r in checks.rules_for("weekly") if r.blocking] == ["rollup_matches_daily", "keys_and_values"]

@@ -193,21 +193,29 @@ def start(
     return PendingChecks(context, engine, settings, period_type, daily_key, thresholds)
 
 
+def failed_with_error(instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition_keys: Sequence[str]) -> dict[str, str]:
+    """{partition key: the evaluation's description} of the partitions of `partition_keys` whose
+    latest `integrity` evaluation failed with ERROR severity. WARN failures and partitions never
+    checked are left out."""
+    key = dg.AssetCheckKey(asset_key, CHECK)
+    storage = instance.event_log_storage
+    failed = sorted(i.partition_key for i in storage.get_asset_check_partition_info([key], partition_keys=list(partition_keys))
+                    if i.latest_execution_status.value == "FAILED")
+    blocked: dict[str, str] = {}
+    for partition in failed:  # usually none; FAILED does not tell ERROR from WARN, the evaluation does
+        latest = storage.get_asset_check_execution_history(key, limit=1, partition_filter=PartitionKeyFilter(key=partition))
+        evaluation = latest[0].evaluation if latest else None
+        if evaluation is not None and evaluation.severity == dg.AssetCheckSeverity.ERROR:
+            blocked[partition] = evaluation.description or ""
+    return blocked
+
+
 def require_daily_checks_passed(context: dg.AssetExecutionContext, daily_key: dg.AssetKey) -> None:
     """Raise `dg.Failure` when the latest evaluation of the daily check failed with ERROR severity
     for a day in this run's time window. WARN failures and days never checked do not block."""
     tw = context.partition_time_window
     days = pl.date_range(tw.start.date(), tw.end.date(), closed="left", eager=True).cast(pl.String).to_list()
-    key = dg.AssetCheckKey(daily_key, CHECK)
-    storage = context.instance.event_log_storage
-    failed = sorted(i.partition_key for i in storage.get_asset_check_partition_info([key], partition_keys=days)
-                    if i.latest_execution_status.value == "FAILED")
-    blocked: dict[str, str] = {}
-    for day in failed:  # usually none; FAILED does not tell ERROR from WARN, the evaluation does
-        latest = storage.get_asset_check_execution_history(key, limit=1, partition_filter=PartitionKeyFilter(key=day))
-        evaluation = latest[0].evaluation if latest else None
-        if evaluation is not None and evaluation.severity == dg.AssetCheckSeverity.ERROR:
-            blocked[day] = evaluation.description or ""
+    blocked = failed_with_error(context.instance, daily_key, days)
     if blocked:
         listed = "; ".join(f"{day}: {why}" for day, why in list(blocked.items())[:5]) + (" …" if len(blocked) > 5 else "")
         raise dg.Failure(

@@ -10,12 +10,17 @@ All of it runs in the Dagster daemon; there is no loop or scheduler of our own.
   not at missed ticks). The backfill runs days before the weeks and months above them, in runs of
   at most `batch_size` contiguous partitions, oldest first.
 - **Failed partitions** stay "missing or failed" and are requested again on the next nightly tick.
+  A partition whose latest `integrity` check failed with ERROR counts as failed too, although
+  Dagster shows it materialized (the step wrote it, then the blocking check failed the step).
 - **Gate for weeks and months**: requested only when every existing day of theirs is materialized
-  or in the same backfill, and never while one of their days is running; a new week or month
-  with no day yet is not materialized (dagster issues #25723, #34094).
+  with no ERROR from its check, or in the same backfill without one, and never while one of their
+  days is running; a new week or month with no day yet is not materialized (dagster issues
+  #25723, #34094). A week over a day whose check failed with ERROR waits until a rerun of the
+  day passes; then `rollup_condition` (or the next nightly tick) rolls it up.
 - **Late-arriving data**: `late_data` requests changed days the same way (one backfill).
-- **Rollups after any other run of a day** (e.g. from the UI's Materialize dialog): declarative
-  automation on the weekly and monthly assets (sensor `usage_etl_automation`).
+- **Rollups after any other run of a day** (e.g. from the UI's Materialize dialog, or a nightly
+  rerun of a day whose check had failed): declarative automation on the weekly and monthly assets
+  (sensor `usage_etl_automation`, evaluated in the code server for its custom condition).
 
 Why a sensor and not `AutomationCondition` for the days: declarative automation cannot see a daily
 request from a weekly partition (`will_be_requested` only spans assets with the same partitions)
@@ -39,6 +44,7 @@ from dagster._core.storage.partition_status_cache import AssetPartitionStatus
 from dagster._time import get_current_datetime
 from dagster._utils.schedules import get_latest_completed_cron_tick, is_valid_cron_string
 
+from usage_etl import asset_checks
 from usage_etl.config import ConfigError, Settings
 
 AC = dg.AutomationCondition
@@ -110,7 +116,10 @@ class AutomationSettings:
 
 # --- which partitions to run --------------------------------------------------------------------
 
-STATUS_SCHEMA = {"key": pl.String(), "status": pl.String()}  # status: materialized | failed | running, null = never
+# status: materialized | failed | check_failed | running, null = never. check_failed: materialized,
+# but the latest `integrity` check of the partition failed with ERROR.
+STATUS_SCHEMA = {"key": pl.String(), "status": pl.String()}
+REDO = ["failed", "check_failed"]
 _STATUS_NAMES = {AssetPartitionStatus.MATERIALIZED: "materialized", AssetPartitionStatus.FAILED: "failed", AssetPartitionStatus.IN_PROGRESS: "running"}
 
 
@@ -118,22 +127,26 @@ def plan(daily: pl.DataFrame, weekly: pl.DataFrame, monthly: pl.DataFrame, *, mi
     """The partitions one backfill should run, by granularity, each list sorted (oldest first).
 
     Inputs are `STATUS_SCHEMA` frames of all current partitions of each asset. Days run if listed in
-    `days` or (with `missing`) never materialized or failed, unless running. A week or month runs
-    if it has an existing day, none of its days is running or left missing/failed, and a day of it
-    runs — or (with `missing`) it is itself missing or failed.
+    `days` or (with `missing`) never materialized, failed or check_failed, unless running. A week or
+    month runs if it has an existing day, none of its days is running, left missing/failed or
+    check_failed (a rerun must pass the check first), and a day of it runs — or (with `missing`) it
+    is itself missing, failed or check_failed.
     """
     status = pl.col("status")
     idle = (status != "running").fill_null(True)
-    redo = status.is_null() | (status == "failed")
+    redo = status.is_null() | status.is_in(REDO)
     d = daily.with_columns(day=pl.col("key").str.to_date("%Y-%m-%d")).with_columns(
         due=idle & ((redo & missing) | pl.col("key").is_in(list(days))),
         done=(status == "materialized").fill_null(False),
+        blocked=(status == "check_failed").fill_null(False),
         weekly=pl.col("day").dt.truncate("1w").dt.to_string("%Y-%m-%d"),
         monthly=pl.col("day").dt.truncate("1mo").dt.to_string("%Y-%m-%d"),
     )
     out = {"daily": sorted(d.filter("due")["key"].to_list())}
     for g, rollups in (("weekly", weekly), ("monthly", monthly)):
-        over = d.group_by(pl.col(g).alias("key")).agg(has_due=pl.col("due").any(), ready=(pl.col("due") | pl.col("done")).all())
+        over = d.group_by(pl.col(g).alias("key")).agg(
+            has_due=pl.col("due").any(), ready=((pl.col("due") | pl.col("done")) & ~pl.col("blocked")).all()
+        )
         wanted = rollups.join(over, on="key", how="inner").filter(pl.col("ready") & idle & (pl.col("has_due") | (redo & missing)))
         out[g] = sorted(wanted["key"].to_list())
     return out
@@ -141,7 +154,8 @@ def plan(daily: pl.DataFrame, weekly: pl.DataFrame, monthly: pl.DataFrame, *, mi
 
 def statuses(instance: dg.DagsterInstance, parts: dict[str, dg.TimeWindowPartitionsDefinition], now: datetime) -> dict[str, pl.DataFrame]:
     """`STATUS_SCHEMA` frames of every current partition of the three assets, from the instance's
-    partition status (what the UI shows); partitions of an unfinished backfill count as running."""
+    partition status (what the UI shows); partitions of an unfinished backfill count as running,
+    materialized ones whose latest `integrity` check failed with ERROR as check_failed."""
     busy: dict[dg.AssetKey, set[str]] = {k: set() for k in ASSET_KEYS.values()}
     active = instance.get_backfills(filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED, BulkActionStatus.CANCELING]))
     for backfill in active:
@@ -154,6 +168,8 @@ def statuses(instance: dg.DagsterInstance, parts: dict[str, dg.TimeWindowPartiti
         keys = parts[g].get_partition_keys(current_time=now)
         by_key = instance.get_status_by_partition(key, keys, parts[g]) or {}
         names = ["running" if k in busy[key] else _STATUS_NAMES.get(by_key.get(k)) for k in keys]
+        broken = asset_checks.failed_with_error(instance, key, [k for k, n in zip(keys, names) if n == "materialized"])
+        names = ["check_failed" if k in broken else n for k, n in zip(keys, names)]
         frames[g] = pl.DataFrame({"key": keys, "status": names}, schema=STATUS_SCHEMA)
     return frames
 
@@ -202,9 +218,34 @@ def build_nightly_sensor(settings: Settings, auto: AutomationSettings, parts: di
 # --- definitions attributes of the assets ---------------------------------------------------------
 
 
+class DayCheckFailedWithError(dg.AutomationCondition):
+    """True for the week and month partitions over a day whose latest `integrity` check failed with
+    ERROR (what `asset_checks.require_daily_checks_passed` refuses to roll up).
+
+    Not `AC.any_deps_match(AC.any_checks_match(AC.check_failed(), blocking_only=True))`: Dagster's
+    check_failed is true for WARN failures too, and WARN (e.g. a completeness gap left by an
+    earlier batch of a catch-up) must not hold back a rollup. Custom, so the sensor evaluating it
+    runs in the code server (`automation_sensor`)."""
+
+    @property
+    def name(self) -> str:
+        return "a day's integrity check failed with ERROR"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        daily = ASSET_KEYS["daily"]
+        days = context.candidate_subset.compute_parent_subset(daily)
+        broken = asset_checks.failed_with_error(context.asset_graph_view.instance, daily, sorted(days.expensively_compute_partition_keys()))
+        if not broken:
+            return dg.AutomationResult(context, context.get_empty_subset())
+        over = days.compute_intersection_with_partition_keys(set(broken)).compute_child_subset(context.key)
+        return dg.AutomationResult(context, context.candidate_subset.compute_intersection(over))
+
+
 def rollup_condition() -> dg.AutomationCondition:
     """Weeks and months re-run after any run of one of their days outside a backfill that already
-    includes them (e.g. a day re-run from the UI), once no day of theirs is missing or running."""
+    includes them (e.g. a day re-run from the UI), once no day of theirs is missing or running and
+    none's latest check failed with ERROR. The update stays pending (`since_last_handled`) while a
+    day is blocked, so the rollup follows the day's passing rerun."""
     has_days = AC.any_deps_match(AC.missing() | ~AC.missing()).with_label("has a day")
     return (
         AC.any_deps_updated().since_last_handled()
@@ -212,6 +253,7 @@ def rollup_condition() -> dg.AutomationCondition:
         & ~AC.any_deps_missing()
         & ~AC.any_deps_in_progress()
         & ~AC.in_progress()
+        & ~DayCheckFailedWithError()
     ).with_label("usage_etl rollup after a day changed")
 
 
@@ -239,5 +281,6 @@ def automation_sensor() -> dg.AutomationConditionSensorDefinition:
         target=dg.AssetSelection.assets(ASSET_KEYS["weekly"], ASSET_KEYS["monthly"]),
         default_status=dg.DefaultSensorStatus.RUNNING,
         emit_backfills=True,
+        use_user_code_server=True,  # DayCheckFailedWithError is Python, not a serializable built-in
         description="Re-runs the weeks and months over a day that was re-run outside a backfill.",
     )

@@ -65,30 +65,36 @@ class Severity(str, Enum):
 
 @dataclass(frozen=True)
 class Rule:
-    name: str  # the asset check's name
+    name: str  # the rule's name, `<name>/…` in the integrity check's metadata
     severity: Severity
-    blocking: bool  # an ERROR stops the assets downstream
     period_types: tuple[str, ...]
     description: str
+
+    @property
+    def blocking(self) -> bool:
+        """ERROR rules block, WARN rules never do: every rule reports into one blocking Dagster
+        check per partition, whose severity is the worst failed rule's (`asset_checks.combine`),
+        and only an ERROR evaluation fails the step and holds back the weeks and months above."""
+        return self.severity is Severity.ERROR
 
 
 ALL = ("daily", "weekly", "monthly")
 RULES = (
-    Rule("reconciles_with_raw", Severity.ERROR, True, ("daily",),
+    Rule("reconciles_with_raw", Severity.ERROR, ("daily",),
          "Message count and each token sum per user equal SQL over the raw source minus quarantined rows."),
-    Rule("rollup_matches_daily", Severity.ERROR, True, ("weekly", "monthly"),
+    Rule("rollup_matches_daily", Severity.ERROR, ("weekly", "monthly"),
          "Each user's sums equal the sums of their daily rows in the window; conversation_count lies "
          "between the largest daily count and the sum of the daily counts."),
-    Rule("keys_and_values", Severity.ERROR, False, ALL,
+    Rule("keys_and_values", Severity.ERROR, ALL,
          "Unique keys, no negative tokens, reasoning <= output, total = input + cache_creation + cache_read "
          "+ output, by-model rows add up to the user's row, period_start/period_end equal the window."),
-    Rule("completeness", Severity.WARN, False, ("daily",),
+    Rule("completeness", Severity.WARN, ("daily",),
          "No missing daily partition between the configured start date and the latest complete day."),
-    Rule("pricing_coverage", Severity.WARN, False, ALL,
+    Rule("pricing_coverage", Severity.WARN, ALL,
          "Share of unpriced messages and tokens at most the threshold (default 0.1%); unpriced models listed."),
-    Rule("quarantine_rate", Severity.WARN, False, ALL,
+    Rule("quarantine_rate", Severity.WARN, ALL,
          "Share of raw rows rejected into quarantine at most the threshold (default 1%), by reason."),
-    Rule("no_duplicate_raw_rows", Severity.WARN, False, ("daily",),
+    Rule("no_duplicate_raw_rows", Severity.WARN, ("daily",),
          "No message id appears twice among the window's raw rows (a known cause of overcounting)."),
 )
 RULES_BY_NAME = {r.name: r for r in RULES}

@@ -6,10 +6,14 @@ import sys
 import time
 import warnings
 from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import click
 
 from usage_etl.config import ConfigError, Settings
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 # backfill_policy is a beta Dagster parameter used on purpose; keep the terminal readable.
 warnings.filterwarnings("ignore", message=".*is currently in beta.*")
@@ -67,13 +71,21 @@ def db_upgrade() -> None:
 @click.option("--seed", default=42, show_default=True, help="Random seed; same seed, same rows.")
 @click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Exclusive end day [default: today].")
 @click.option("--bad-fraction", default=0.005, show_default=True, help="Share of deliberately bad rows.")
-def generate(users: int, days: int, messages_per_day: int, seed: int, end: datetime | None, bad_fraction: float) -> None:
+@click.option(
+    "--unpriced-fraction",
+    default=0.0005,
+    show_default=True,
+    help="Share of each day's messages (rounded down) using a model without a price.",
+)
+def generate(
+    users: int, days: int, messages_per_day: int, seed: int, end: datetime | None, bad_fraction: float, unpriced_fraction: float
+) -> None:
     """Write realistic sample messages into the source table (created if missing)."""
     from usage_etl import sample
 
     settings = _settings()
     engine, _ = _engine(settings)
-    spec = sample.SampleSpec(users, days, messages_per_day, seed, end.date() if end else None, bad_fraction)
+    spec = sample.SampleSpec(users, days, messages_per_day, seed, end.date() if end else None, bad_fraction, unpriced_fraction)
     t0 = time.perf_counter()
     frame = sample.generate_frame(spec, settings.timezone)
     n = sample.write(engine, settings, frame)
@@ -83,10 +95,30 @@ def generate(users: int, days: int, messages_per_day: int, seed: int, end: datet
     )
 
 
-def _default_end(settings: Settings) -> date:
-    from zoneinfo import ZoneInfo
+def day_range(daily: dg.TimeWindowPartitionsDefinition, start: datetime | None, end: datetime | None) -> tuple[date, date]:
+    """The days [first, last] (inclusive, business timezone) of --start/--end, clipped to the
+    `daily` partitions definition (USAGE_ETL_START_DATE .. yesterday); an omitted bound is the
+    first or last daily partition.
 
-    return datetime.now(ZoneInfo(settings.timezone)).date() - timedelta(days=1)
+    Prints a warning line (stderr) when a bound given was clipped. Raises click.UsageError when
+    --end is before --start or no daily partition overlaps the range, naming the partitions.
+    """
+    keys = daily.get_partition_keys()
+    if not keys:
+        raise click.UsageError(f"no daily partition yet: they start on {daily.start.date()} (USAGE_ETL_START_DATE), after yesterday")
+    lo, hi = date.fromisoformat(keys[0]), date.fromisoformat(keys[-1])
+    first, last = (start.date() if start else lo), (end.date() if end else hi)
+    if start and end and last < first:
+        raise click.UsageError(f"--end {last} is before --start {first}")
+    clipped = max(first, lo), min(last, hi)
+    if clipped[0] > clipped[1]:
+        raise click.UsageError(
+            f"{first}..{last} is outside the daily partitions {lo}..{hi} (USAGE_ETL_START_DATE to yesterday): nothing to run"
+        )
+    if clipped != (first, last):
+        click.echo(f"warning: {first}..{last} clipped to {clipped[0]}..{clipped[1]}, the daily partitions overlapping it "
+                   f"(they run {lo}..{hi}: USAGE_ETL_START_DATE to yesterday)", err=True)
+    return clipped
 
 
 @main.command()
@@ -130,10 +162,7 @@ def backfill(start: datetime | None, end: datetime | None, granularity: str, bat
         size = AutomationSettings.from_env().batch_size if batch_size is None else batch_size
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    first = start.date() if start else settings.start_date
-    last = end.date() if end else _default_end(settings)
-    if last < first:
-        raise click.ClickException(f"--end {last} is before --start {first}")
+    first, last = day_range(runs.PARTITIONS["daily"], start, end)
     inst = runs.instance()
     grains = runs.GRANULARITIES if granularity == "all" else [granularity]
     keys = {g: runs.partition_keys(g, first, last) for g in grains}
@@ -190,7 +219,13 @@ def _counts(keys: dict[str, list[str]]) -> str:
 @main.command()
 @click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default=None, help="First day [default: USAGE_ETL_START_DATE].")
 @click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last day, inclusive [default: yesterday].")
-@click.option("--granularity", type=click.Choice(["daily", "weekly", "monthly", "all"]), default="all", show_default=True)
+@click.option(
+    "--granularity",
+    type=click.Choice(["daily", "weekly", "monthly", "all"]),
+    default="all",
+    show_default=True,
+    help="Which assets' partitions to check; 'all' checks the days, weeks and months overlapping the range.",
+)
 def check(start: datetime | None, end: datetime | None, granularity: str) -> None:
     """Run the data-integrity checks (the assets' checks) on the partitions overlapping a range.
 
@@ -201,8 +236,7 @@ def check(start: datetime | None, end: datetime | None, granularity: str) -> Non
 
     settings = _settings()
     engine, _ = _engine(settings)
-    first = start.date() if start else settings.start_date
-    last = end.date() if end else _default_end(settings)
+    first, last = day_range(runs.PARTITIONS["daily"], start, end)
     try:
         thresholds = check_runner.Thresholds.from_env()
     except ConfigError as exc:
@@ -260,8 +294,8 @@ def summary(period_type: str | None, limit: int) -> None:
 
 @main.command()
 @click.option("--days", default=30, show_default=True, help="Days of sample data, ending yesterday.")
-@click.option("--users", default=200, show_default=True)
-@click.option("--messages-per-day", default=2000, show_default=True)
+@click.option("--users", default=200, show_default=True, help="Distinct users of the sample data (power-law activity).")
+@click.option("--messages-per-day", default=2000, show_default=True, help="Sample messages per day.")
 @click.pass_context
 def demo(ctx: click.Context, days: int, users: int, messages_per_day: int) -> None:
     """Set up and run everything once: schema, sample data, all partitions, a results table.

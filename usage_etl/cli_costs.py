@@ -40,16 +40,16 @@ def reprice(start: datetime, end: datetime) -> None:
     are the monthly rows of user_token_usage before and after; a month only partly in the range
     keeps the old prices for its other days (its price book column then lists both versions).
     """
+    from usage_etl import partitions
+    from usage_etl.cli import day_range
     from usage_etl.pricing import PriceBookError, load_price_book
 
-    first, last = start.date(), end.date()
-    if last < first:
-        raise click.ClickException(f"--end {last} is before --start {first}")
     try:
         book = load_price_book()
     except PriceBookError as exc:
         raise click.ClickException(str(exc)) from None
     settings, engine = _setup()
+    first, last = day_range(partitions.build(settings)["daily"], start, end)
     # Imported after the check: importing the assets module loads the price book too.
     from usage_etl import runs
     from usage_etl.reprice import reprice as run_reprice

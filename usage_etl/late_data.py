@@ -192,8 +192,8 @@ def build_sensor(settings: Settings, auto: AutomationSettings, parts: dict[str, 
     materialization of each such day of the raw asset for the UI.
 
     A day in a running backfill or run is left alone (it records a new fingerprint); a day whose
-    latest run failed is left to the nightly run, so a permanent error is retried once a night,
-    not every interval.
+    latest run or latest ERROR check failed is left to the nightly run, so a permanent error is
+    retried once a night, not every interval.
     """
 
     @dg.sensor(
@@ -209,7 +209,7 @@ def build_sensor(settings: Settings, auto: AutomationSettings, parts: dict[str, 
         since = max(now.date() - timedelta(days=auto.late_data_lookback_days), settings.start_date)
         changed = detect(db.engine, settings, now.date(), auto.late_data_lookback_days).with_columns(key=pl.col("day").dt.to_string("%Y-%m-%d"))
         status = automation.statuses(context.instance, parts, now)
-        failed = status["daily"].filter(pl.col("status") == "failed")["key"]
+        failed = status["daily"].filter(pl.col("status").is_in(automation.REDO))["key"].to_list()
         wanted = automation.plan(**status, missing=False, days=changed.filter(~pl.col("key").is_in(failed))["key"].to_list())
         if not wanted["daily"]:
             left = f"{changed.height} changed, running or failed" if changed.height else "none"

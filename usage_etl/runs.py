@@ -9,6 +9,7 @@ daemon as one Dagster backfill.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -25,10 +26,31 @@ RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 
 
+def local_instance_config() -> Path:
+    """`deploy/dagster.local.yaml`: at the repository root, or inside the package when installed as
+    a wheel (pyproject force-include). Raises FileNotFoundError if neither exists."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "deploy" / "dagster.local.yaml", here / "deploy" / "dagster.local.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("deploy/dagster.local.yaml not found next to the usage_etl package")
+
+
 def instance() -> dg.DagsterInstance:
-    """The persistent instance of DAGSTER_HOME (set to ./.dagster when unset)."""
+    """The persistent instance of DAGSTER_HOME (set to ./.dagster when unset).
+
+    A DAGSTER_HOME without dagster.yaml first gets a copy of `local_instance_config()`, as
+    `make demo` and `make ui` do: without one Dagster prints a "No dagster.yaml" warning, collects
+    telemetry and has no run queue or pool limits. An existing dagster.yaml is never touched.
+    """
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster").resolve())))
     home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        # Copy, then rename: a concurrent reader never sees half a file.
+        partial = home / f".dagster.yaml.{os.getpid()}"
+        shutil.copyfile(local_instance_config(), partial)
+        os.replace(partial, config)
     return dg.DagsterInstance.get()
 
 

@@ -3,11 +3,15 @@
 Shape of the data, all vectorized (NumPy draws, Polars expressions; no loop over rows):
 - user activity follows a power law (Zipf, s=1.1): a few heavy users, a long tail;
 - messages come in multi-turn conversations (geometric, mean 6 turns, 20–90 s apart), some of
-  them crossing midnight; each conversation has one agent and one model;
+  them crossing midnight; each conversation has one agent and one model (but for the unpriced
+  first turns below);
 - a daily rhythm (quiet at night, busy in the afternoon, business timezone);
 - about 55% Anthropic-shaped usage (input/output/cache creation/cache read) and 45% OpenAI chat
-  usage (prompt/completion with cached and reasoning details); ~1% of messages use a model without
-  a price; ~1% are errors;
+  usage (prompt/completion with cached and reasoning details); ~1% are errors;
+- floor(`unpriced_fraction` x messages_per_day) messages a day (default 0.05%: 1 of 2,000) use
+  `UNPRICED_MODEL`, a model without a price: the first turns of the day with the fewest tokens, so
+  each day's unpriced share of messages and tokens stays below the pricing-coverage threshold
+  (0.1%) while the unpriced counts still show;
 - about `bad_fraction` (default 0.5%) bad rows: usage missing, a negative, fractional or non-numeric
   token count, a NULL user_id, or (rarely) a NULL created_at.
 """
@@ -37,8 +41,8 @@ MODELS = [
     ("gpt-5", "openai", 0.10),
     ("o4-mini", "openai", 0.06),
     ("gpt-5-mini", "openai", 0.06),
-    ("llama-3.1-70b-instruct", "openai", 0.01),  # no price: shows up as unpriced, never $0
 ]
+UNPRICED_MODEL = "llama-3.1-70b-instruct"  # no price: shows up as unpriced, never $0
 REASONING_MODELS = ["gpt-5", "o4-mini", "gpt-5-mini"]
 AGENTS = 6
 # Relative message volume per local hour 0..23.
@@ -53,6 +57,7 @@ class SampleSpec:
     seed: int = 42
     end: date | None = None  # exclusive; default: today in the business timezone
     bad_fraction: float = 0.005
+    unpriced_fraction: float = 0.0005  # per day, floor(unpriced_fraction * messages_per_day) messages
 
 
 def _fmt(template: str, *values: pl.Expr) -> pl.Expr:
@@ -119,6 +124,15 @@ def generate_frame(spec: SampleSpec, timezone: str = "UTC") -> pl.DataFrame:
             bad=pl.Series(rng.random(n)),
         )
         .with_columns(pl.col("created_at").dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="null").dt.convert_time_zone("UTC"))
+    )
+    # A first turn is always on its conversation's start day, so every day gets exactly its count;
+    # the smallest ones keep the unpriced token share below the message share.
+    per_day = int(spec.unpriced_fraction * spec.messages_per_day + 1e-9)  # 0.29 * 100 is 28.99…
+    smallest = pl.when(pl.col("turn") == 0).then(pl.col("input") + pl.col("output")).rank("ordinal").over("day")
+    unpriced = (smallest <= per_day).fill_null(False)
+    msgs = msgs.with_columns(
+        model=pl.when(unpriced).then(pl.lit(UNPRICED_MODEL)).otherwise("model"),
+        provider=pl.when(unpriced).then(pl.lit("openai")).otherwise("provider"),
     )
     context = pl.col("input") + pl.col("turn") * 400  # later turns carry the conversation
     cached = (context * pl.col("cache_frac")).cast(pl.Int64)
