@@ -27,6 +27,9 @@ ui: install  ## the Dagster UI on http://127.0.0.1:3000
 test: install  ## pytest against a real PostgreSQL (see README)
 	$(BIN)/python -m pytest -q
 
+bench: install  ## ours vs seed-style and tuned SQL on 5M messages (BENCH_ARGS="--messages N --sizes …"); exit 1 if summaries differ
+	$(BIN)/python bench/compare.py $(BENCH_ARGS)
+
 stop:  ## stop the embedded PostgreSQL (it keeps running after make demo, for make ui)
 	@test ! -d .usage_etl/pgdata || $(BIN)/python -c "import pgserver; pgserver.get_server('.usage_etl/pgdata', cleanup_mode='stop')"
 

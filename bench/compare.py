@@ -252,6 +252,23 @@ class Baselines:
 
         return timed(run)
 
+    def index_effect(self) -> dict[str, float]:
+        """One day's window SELECT (ours) with the recommended created_at index and with index scans
+        turned off for the session (as if the index were missing), seconds each."""
+        from usage_etl.config import Settings
+        from usage_etl.sources.postgres import compile_sql, window_query
+
+        day = self.first + timedelta(days=(self.last - self.first).days // 2)
+        w = _window(day, day + timedelta(days=1))
+        stmt = sa.text(compile_sql(window_query(Settings(source_schema=self.ds.schema), w["start"], w["end"])))
+        out = {}
+        for label, off in (("with_index_s", False), ("without_index_s", True)):
+            with self.engine.connect() as conn:
+                if off:
+                    conn.execute(sa.text("SET enable_indexscan = off; SET enable_bitmapscan = off"))
+                out[label] = timed(lambda: conn.execute(stmt).all())
+        return out
+
     def differences(self, other: str) -> dict[str, int]:
         """Rows of ours (user_token_usage) missing from `other` and the reverse, per granularity."""
         ours = f"{self.engine.dialect.identifier_preparer.quote_schema(self.ds.schema)}.user_token_usage"
@@ -350,6 +367,7 @@ def bench_main(engine: sa.Engine, url: sa.URL, ds: DataSet, report: dict) -> boo
     log("  scan floor, read floor …")
     m["scan_floor_s"] = base.scan_floor()
     m["read_floor_s"] = base.read_floor(url)
+    m["index_effect"] = base.index_effect()
     m["identical"] = {"seed_style": base.differences("seed"), "tuned": base.differences("tuned")}
     ok = m["summaries_identical"] = identical(m["identical"])
     report["main"] = m
@@ -373,7 +391,8 @@ def bench_main(engine: sa.Engine, url: sa.URL, ds: DataSet, report: dict) -> boo
         log(fmt_row([label, f"{wall:.1f}", f"{rows / wall:,.0f}", f"{ours / wall:.2f}", "" if rss is None else f"{rss:,.0f}"], widths))
     for g in GRANULARITIES:
         log(f"  {g:<8} ours {m['ours'][g]:6.1f}s (no checks {m['ours_no_checks'][g]:6.1f}s)  seed-style {m['seed_style'][g]:6.1f}s  tuned {m['tuned'][g]:6.1f}s")
-    log(f"  tuned grain {m['tuned']['grain']:.1f}s")
+    log(f"  tuned grain {m['tuned']['grain']:.1f}s; one day's read: {m['index_effect']['with_index_s']:.2f}s with the created_at index "
+        f"(sql/recommended_source_indexes.sql), {m['index_effect']['without_index_s']:.2f}s without")
     m["ratios"] = {
         "seed_style_over_ours": seed / ours, "tuned_over_ours": tuned / ours, "ours_over_scan_floor": ours / m["scan_floor_s"],
         "seed_style_over_ours_no_checks": seed / plain, "tuned_over_ours_no_checks": tuned / plain,
