@@ -1,7 +1,7 @@
 """Sample data through Dagster's own `materialize`, checked against plain SQL over the raw table."""
 
 from dataclasses import replace
-from datetime import date
+from datetime import datetime, date
 
 import dagster as dg
 import sqlalchemy as sa
@@ -78,9 +78,16 @@ def test_sample_month_through_dagster_matches_plain_sql_and_reruns_change_nothin
     # Dagster recorded per-asset materializations with the figures the UI shows
     event = instance.get_latest_materialization_event(dg.AssetKey("daily_user_usage"))
     md = event.asset_materialization.metadata
-    assert md["messages"].value == sum(r.message_count for r in actual if r.period_type == "daily")
-    assert md["rejected_rows"].value + md["messages"].value + md["rows_without_created_at"].value == frame.height
+    assert md["run_messages"].value == sum(r.message_count for r in actual if r.period_type == "daily")
+    assert md["run_rejected_rows"].value + md["run_messages"].value + md["rows_without_created_at"].value == frame.height
     assert md["partitions"].value == 12
+    # ... and each day's own figures, as an observation of that partition (the materialization of
+    # a range run is the same for all its partitions)
+    day = next(r for r in actual if r.period_type == "daily" and r.period_start == datetime(2026, 2, 25))
+    obs = instance.fetch_observations(dg.AssetRecordsFilter(dg.AssetKey("daily_user_usage"), asset_partitions=["2026-02-25"]), limit=1).records
+    figures = obs[0].asset_observation.metadata
+    assert figures["messages"].value == sum(r.message_count for r in actual if r.period_type == "daily" and r.period_start == day.period_start)
+    assert figures["users"].value == sum(1 for r in actual if r.period_type == "daily" and r.period_start == day.period_start)
 
     before = _snapshot(engine)
     materialize_all()

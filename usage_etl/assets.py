@@ -22,9 +22,11 @@ from usage_etl.sources.check import check_source
 GROUP = "usage"
 
 
-def _metadata(results: Sequence[pipeline.PartitionResult], extra: dict | None = None) -> dict:
-    md: dict = {
-        "dagster/row_count": sum(r.users for r in results),
+def _figures(results: Sequence[pipeline.PartitionResult]) -> dict:
+    """The figures the UI shows and plots, summed over `results`: rows_written (summary rows
+    inserted, updated or deleted), users (user-partitions), messages, total_tokens (tokens),
+    cost_usd (USD), unpriced_messages, rejected_rows (quarantined raw rows)."""
+    return {
         "rows_written": sum(r.rows_written for r in results),
         "users": sum(r.users for r in results),
         "messages": sum(r.messages for r in results),
@@ -32,18 +34,35 @@ def _metadata(results: Sequence[pipeline.PartitionResult], extra: dict | None = 
         "cost_usd": float(sum(r.cost_usd for r in results)),
         "unpriced_messages": sum(r.unpriced_messages for r in results),
         "rejected_rows": sum(r.rejected_rows for r in results),
-        "partitions": len(results),
     }
+
+
+def _metadata(results: Sequence[pipeline.PartitionResult], extra: dict | None = None) -> dict:
+    """Materialization metadata. Dagster copies a range run's one materialization onto every
+    partition of the range (dagster-io/dagster#18123), so there the totals are named `run_*` and
+    each partition's own figures come as an observation of that partition (`_observations`)."""
+    single = len(results) == 1
+    figures = _figures(results)
+    md: dict = {"dagster/row_count": figures["users"]} if single else {}
+    md.update({k if single else f"run_{k}": v for k, v in figures.items()})
+    md["partitions"] = len(results)
     models = sorted({m for r in results for m in r.unpriced_models})
     if models:
         md["unpriced_models"] = dg.MetadataValue.json(models)
     md["price_book_versions"] = dg.MetadataValue.json(sorted({v for r in results for v in r.price_book_versions}))
-    if len(results) > 1:
+    if not single:
         lines = ["| partition | users | messages | total_tokens | cost_usd | rejected |", "|---|---|---|---|---|---|"]
         lines += [f"| {r.partition_key} | {r.users} | {r.messages} | {r.total_tokens} | {r.cost_usd} | {r.rejected_rows} |" for r in results]
         md["per_partition"] = dg.MetadataValue.md("\n".join(lines))
     md.update(extra or {})
     return md
+
+
+def _observations(key: dg.AssetKey, results: Sequence[pipeline.PartitionResult]) -> list[dg.AssetObservation]:
+    """One observation per partition of a range run, with that partition's own `_figures`."""
+    if len(results) == 1:
+        return []
+    return [dg.AssetObservation(asset_key=key, partition=r.partition_key, metadata=_figures([r])) for r in results]
 
 
 def _run_each(
@@ -131,6 +150,7 @@ def build_assets(
             pending.submit,
         )
         unpartitioned = pipeline.quarantine_unpartitioned(engine, url, settings)
+        yield from _observations(context.asset_key, results)
         yield dg.MaterializeResult(
             metadata=_metadata(results, {"price_book_version": book.version, "rows_without_created_at": unpartitioned}),
             data_version=dg.DataVersion(provenance.data_version(r.grain_digest for r in results)),
@@ -164,6 +184,7 @@ def build_assets(
                 auto.partition_workers,
                 pending.submit,
             )
+            yield from _observations(context.asset_key, results)
             yield dg.MaterializeResult(metadata=_metadata(results))
             yield from pending.evaluations()
 
