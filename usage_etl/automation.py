@@ -68,7 +68,7 @@ class AutomationSettings:
     | USAGE_ETL_BACKFILL_BATCH_SIZE | 30 | partitions per run in a backfill (0: whole range in one run) |
     | USAGE_ETL_RETRY_MAX | 3 | retries of a step after a transient database error |
     | USAGE_ETL_RETRY_DELAY_SECONDS | 30 | first retry delay, doubled each time (jittered) |
-    | USAGE_ETL_PARTITION_WORKERS | 2 | partitions of one run processed at once (threads, one connection each) |
+    | USAGE_ETL_PARTITION_WORKERS | 1 | partitions of one run processed at once (threads, one connection each) |
     """
 
     nightly_cron: str = "0 1 * * *"
@@ -78,7 +78,7 @@ class AutomationSettings:
     batch_size: int = 30
     retry_max: int = 3
     retry_delay_seconds: float = 30.0
-    partition_workers: int = 2
+    partition_workers: int = 1
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "AutomationSettings":
