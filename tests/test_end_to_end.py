@@ -4,9 +4,10 @@ from dataclasses import replace
 from datetime import datetime, date
 
 import dagster as dg
+import pytest
 import sqlalchemy as sa
 
-from usage_etl import runs, sample
+from usage_etl import automation, runs, sample
 from usage_etl.assets import build_assets
 from usage_etl.resources import PostgresResource
 
@@ -49,12 +50,14 @@ def _snapshot(engine):
         return {t: conn.execute(sa.text(f"SELECT * FROM {t} ORDER BY 1, 2, 3, 4, 5")).all() for t in SNAPSHOT_TABLES}
 
 
-def test_sample_month_through_dagster_matches_plain_sql_and_reruns_change_nothing(engine, db_url, settings):
-    # 12 days ending 2026-03-04: crosses a month boundary and three ISO weeks.
+@pytest.mark.parametrize("workers", [1, 3])
+def test_sample_month_through_dagster_matches_plain_sql_and_reruns_change_nothing(engine, db_url, settings, workers):
+    # 12 days ending 2026-03-04: crosses a month boundary and three ISO weeks. With 3 workers the
+    # partitions of each range run three at a time, finishing out of order.
     s = replace(settings, start_date=date(2026, 2, 21))
     frame = sample.generate_frame(sample.SampleSpec(users=25, days=12, messages_per_day=150, seed=7, end=date(2026, 3, 5)))
     sample.write(engine, s, frame)
-    assets = build_assets(s)
+    assets = build_assets(s, auto=automation.AutomationSettings(partition_workers=workers))
     resources = {"db": PostgresResource(database_url=db_url.render_as_string(hide_password=False))}
     instance = dg.DagsterInstance.ephemeral()
 

@@ -183,9 +183,9 @@ def test_price_change_on_the_15th_through_dagster(tz, engine, db_url, settings, 
     # The materializations name the unpriced model and the book that priced the range.
     md = inst.get_latest_materialization_event(dg.AssetKey("daily_user_usage")).asset_materialization.metadata
     assert md["unpriced_models"].value == ["acme-llm"]
-    assert md["unpriced_messages"].value == 1
+    assert md["run_unpriced_messages"].value == 1  # a range run: totals of the run
     assert md["price_book_version"].value == book.version
-    assert md["cost_usd"].value == pytest.approx(0.00849)  # 2790 + 5700 micro-USD
+    assert md["run_cost_usd"].value == pytest.approx(0.00849)  # 2790 + 5700 micro-USD
     monthly = inst.get_latest_materialization_event(dg.AssetKey("monthly_user_usage")).asset_materialization.metadata
     assert monthly["price_book_versions"].value == [book.version]
     assert monthly["unpriced_models"].value == ["acme-llm"]
