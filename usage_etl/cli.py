@@ -37,6 +37,12 @@ def _engine(settings: Settings):
     return make_engine(url), url
 
 
+def _day_range(fn):
+    """--start/--end options of the commands that work on a range of daily partitions."""
+    fn = click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last day, inclusive [default: yesterday].")(fn)
+    return click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default=None, help="First day [default: USAGE_ETL_START_DATE].")(fn)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Per-user LLM token usage and cost for every day, week and month, in PostgreSQL.
@@ -122,8 +128,7 @@ def day_range(daily: dg.TimeWindowPartitionsDefinition, start: datetime | None, 
 
 
 @main.command()
-@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default=None, help="First day [default: USAGE_ETL_START_DATE].")
-@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last day, inclusive [default: yesterday].")
+@_day_range
 @click.option(
     "--granularity",
     type=click.Choice(["daily", "weekly", "monthly", "all"]),
@@ -217,8 +222,7 @@ def _counts(keys: dict[str, list[str]]) -> str:
 
 
 @main.command()
-@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default=None, help="First day [default: USAGE_ETL_START_DATE].")
-@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last day, inclusive [default: yesterday].")
+@_day_range
 @click.option(
     "--granularity",
     type=click.Choice(["daily", "weekly", "monthly", "all"]),
