@@ -90,3 +90,12 @@ def test_fingerprint_sees_updates_and_deletes_and_ignores_other_days(engine, set
     with engine.connect() as conn:
         changed = late_data.changed_days(late_data.current_fingerprints(conn, settings, first, end), late_data.recorded_fingerprints(conn, settings, first, end))
     assert changed.select("day", "row_count", "row_count_recorded").rows() == [(first, 1, 1), (date(2026, 3, 2), 0, 1)]
+
+
+def test_missing_source_table_skips_with_a_clear_reason(engine, settings):
+    s = Settings(**{**settings.__dict__, "start_date": date(2026, 11, 1), "source_table": "no_such_messages"})
+    loc = Location(s)
+    with instance_for_test() as inst:
+        result = loc.sense(loc.late_sensor, inst, utc(2026, 11, 12, 0, 31), None)
+    assert not result.run_requests
+    assert result.skip_reason.skip_message.startswith("source table public.no_such_messages does not exist")

@@ -207,6 +207,11 @@ def build_sensor(settings: Settings, auto: AutomationSettings, parts: dict[str, 
     def usage_etl_late_data(context: dg.SensorEvaluationContext, db: PostgresResource) -> dg.SensorResult:
         now = get_current_datetime(settings.timezone)
         since = max(now.date() - timedelta(days=auto.late_data_lookback_days), settings.start_date)
+        src = settings.source_config
+        if not sa.inspect(db.engine).has_table(src.table, schema=src.schema_name):
+            # e.g. `make ui` before any data: say so instead of failing every tick with a SQL error
+            return dg.SensorResult(skip_reason=f"source table {src.schema_name}.{src.table} does not exist (or this "
+                                   "database user cannot see it); `usage-etl source check` tells more")
         changed = detect(db.engine, settings, now.date(), auto.late_data_lookback_days).with_columns(key=pl.col("day").dt.to_string("%Y-%m-%d"))
         status = automation.statuses(context.instance, parts, now)
         failed = status["daily"].filter(pl.col("status").is_in(automation.REDO))["key"].to_list()
