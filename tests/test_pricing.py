@@ -708,17 +708,7 @@ def test_litellm_import_matches_hand_written_prices(tmp_path, book):
 # cache_creation_input_token_cost_above_1hr_above_200k_tokens.
 LITELLM_SONNET_45 = {
     "claude-sonnet-4-5": {
-        "litellm_provider": "anthropic",
-        "mode": "chat",
-        "input_cost_per_token": 3e-06,
-        "output_cost_per_token": 1.5e-05,
-        "cache_creation_input_token_cost": 3.75e-06,
-        "cache_creation_input_token_cost_above_1hr": 6e-06,
-        "cache_read_input_token_cost": 3e-07,
-        "input_cost_per_token_above_200k_tokens": 6e-06,
-        "output_cost_per_token_above_200k_tokens": 2.25e-05,
-        "cache_creation_input_token_cost_above_200k_tokens": 7.5e-06,
-        "cache_read_input_token_cost_above_200k_tokens": 6e-07,
+        k: v for k, v in LITELLM["claude-sonnet-4-20250514"].items() if k != "cache_creation_input_token_cost_above_1hr_above_200k_tokens"
     },
     # A tier with input and output only: every cache price is derived (ratio 2.2 / 1.1 = 2).
     "tiered-mini": {

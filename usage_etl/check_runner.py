@@ -1,7 +1,8 @@
 """Read what the integrity rules need for a range of partitions and evaluate them (`checks.py`).
 
-Used by the Dagster asset checks and by `usage-etl check`. A range is read with one query per
-input, never one per partition, then split by partition in Polars. The inputs are small (one row
+Used by the Dagster asset checks (one partition per call, as each is written) and by
+`usage-etl check` (a whole range per call). A range is read with one query per input, never one
+per partition, then split by partition in Polars. The inputs are small (one row
 per user and partition), so they come over the engine's pooled psycopg connection: an ADBC
 connection costs ~0.1 s to open, more than all these queries together.
 
