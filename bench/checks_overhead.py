@@ -63,9 +63,15 @@ def main() -> None:
 
     import dagster as dg
 
-    from usage_etl import asset_checks, assets, check_runner, partitions, pipeline, runs
-    from usage_etl.pricing import load_price_book
-    from usage_etl.resources import PostgresResource, database_url, make_engine
+    from usage_etl import pipeline
+    from usage_etl.defs import asset_checks
+    from usage_etl.defs import assets
+    from usage_etl.checks import runner as check_runner
+    from usage_etl.defs import partitions
+    from usage_etl.defs import runs
+    from usage_etl.pricing.book import load_price_book
+    from usage_etl.db import database_url, make_engine
+    from usage_etl.defs.resources import PostgresResource
 
     settings, pdef = assets.SETTINGS, assets.PARTITIONS["daily"]
     url = database_url(settings)

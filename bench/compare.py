@@ -77,7 +77,7 @@ def server_url() -> sa.URL:
         try:
             psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", connect_timeout=2).close()
         except psycopg.OperationalError:
-            from usage_etl.resources import embedded_url
+            from usage_etl.db import embedded_url
 
             base = sa.make_url(embedded_url(".usage_etl"))
     admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -119,7 +119,7 @@ def ensure_data(engine: sa.Engine, ds: DataSet) -> int:
 
     Generated in chunks of days (the generator holds a chunk in memory), each with its own seed."""
     from usage_etl import sample
-    from usage_etl.config import Settings
+    from usage_etl.settings import Settings
 
     prep = engine.dialect.identifier_preparer
     marker = sa.table("bench_dataset", sa.column("spec"), schema=ds.schema)
@@ -235,7 +235,7 @@ class Baselines:
         """Ours' window SELECT of every day, fetched over ADBC as Arrow batches and discarded."""
         import adbc_driver_postgresql.dbapi as adbc
 
-        from usage_etl.config import Settings
+        from usage_etl.settings import Settings
         from usage_etl.sources.postgres import compile_sql, libpq_uri, window_query
 
         settings = Settings(source_schema=self.ds.schema)
@@ -256,7 +256,7 @@ class Baselines:
         """One day's window SELECT (ours) with the recommended created_at index and with index scans
         turned off for the session (as if the index were missing): server execution seconds each
         (EXPLAIN ANALYZE runs the whole query, projection included, and ships no rows)."""
-        from usage_etl.config import Settings
+        from usage_etl.settings import Settings
         from usage_etl.sources.postgres import compile_sql, window_query
 
         day = self.first + timedelta(days=(self.last - self.first).days // 2)
@@ -322,8 +322,10 @@ def _ours_child(first: str, last: str, checks: str) -> None:
     """Child process: one Dagster run per granularity over [first, last]."""
     from unittest import mock
 
-    from usage_etl import asset_checks, assets, runs
-    from usage_etl.config import Settings
+    from usage_etl.defs import asset_checks
+    from usage_etl.defs import assets
+    from usage_etl.defs import runs
+    from usage_etl.settings import Settings
 
     built = assets.USAGE_ASSETS
     if checks == "0":  # the same assets, declared without their integrity check

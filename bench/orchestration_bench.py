@@ -57,9 +57,14 @@ def _run(args, url: sa.URL) -> None:
     import dagster as dg
     from dagster._core.test_utils import freeze_time, instance_for_test
 
-    from usage_etl import assets, automation, late_data, migrations, partitions, sample
-    from usage_etl.config import Settings
-    from usage_etl.resources import PostgresResource
+    from usage_etl import migrations, sample
+    from usage_etl.defs import assets
+    from usage_etl.sources import fingerprint
+    from usage_etl.defs import automation
+    from usage_etl.defs import late_data
+    from usage_etl.defs import partitions
+    from usage_etl.settings import Settings
+    from usage_etl.defs.resources import PostgresResource
     from usage_etl.sources.postgres import read_window
 
     engine = sa.create_engine(url)
@@ -75,13 +80,13 @@ def _run(args, url: sa.URL) -> None:
 
     first = today - timedelta(days=args.lookback)
     with engine.connect() as conn:
-        secs, fp = _timed(lambda: late_data.current_fingerprints(conn, settings, first, today))
+        secs, fp = _timed(lambda: fingerprint.current_fingerprints(conn, settings, first, today))
     rows = int(fp["row_count"].sum())
     print(f"late-data fingerprint, {args.lookback}-day lookback: {secs * 1000:.0f} ms for {rows:,} rows ({rows / secs / 1e6:.1f} M rows/s)")
     with engine.begin() as conn:
         for day in fp["day"].to_list():
-            late_data.record(conn, settings, day, fp.filter(fp["day"] == day))
-    secs, changed = _timed(lambda: late_data.detect(engine, settings, today, args.lookback))
+            fingerprint.record(conn, settings, day, fp.filter(fp["day"] == day))
+    secs, changed = _timed(lambda: fingerprint.detect(engine, settings, today, args.lookback))
     print(f"late-data detect (fingerprint + compare with recorded): {secs * 1000:.0f} ms, {changed.height} changed days")
     day = datetime.combine(today - timedelta(days=1), datetime.min.time(), timezone.utc)
     secs, raw = _timed(lambda: read_window(settings, url, day, day + timedelta(days=1)))

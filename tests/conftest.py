@@ -19,8 +19,8 @@ import pytest
 import sqlalchemy as sa
 
 from usage_etl import migrations
-from usage_etl.config import Settings
-from usage_etl.resources import embedded_url
+from usage_etl.settings import Settings
+from usage_etl.db import embedded_url
 
 
 def _server_url() -> sa.URL:

@@ -11,9 +11,13 @@ import dagster as dg
 import sqlalchemy as sa
 from dagster._core.test_utils import freeze_time
 
-from usage_etl import assets, automation, late_data, partitions, sample
-from usage_etl.config import Settings
-from usage_etl.resources import PostgresResource
+from usage_etl import sample
+from usage_etl.defs import assets
+from usage_etl.defs import automation
+from usage_etl.defs import late_data
+from usage_etl.defs import partitions
+from usage_etl.settings import Settings
+from usage_etl.defs.resources import PostgresResource
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)

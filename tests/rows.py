@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from usage_etl import sample
-from usage_etl.config import Settings
+from usage_etl.settings import Settings
 
 CHAT = sa.table(
     "chat_messages",

@@ -14,8 +14,13 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from check_data import U1, messages
-from usage_etl import asset_checks, assets, checks, cli, partitions, runs, sample, store
-from usage_etl.resources import PostgresResource
+from usage_etl import cli, sample, store
+from usage_etl.defs import asset_checks
+from usage_etl.defs import assets
+from usage_etl.checks import rules as checks
+from usage_etl.defs import partitions
+from usage_etl.defs import runs
+from usage_etl.defs.resources import PostgresResource
 
 TODAY = datetime.now(timezone.utc).date()
 D1_DATE = TODAY - timedelta(days=2)

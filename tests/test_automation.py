@@ -11,9 +11,10 @@ import pytest
 from dagster._core.test_utils import freeze_time, instance_for_test
 from orchestration_helpers import Location, insert, message, utc
 
-from usage_etl import automation, sample, store
-from usage_etl.config import ConfigError, Settings
-from usage_etl.resources import PostgresResource
+from usage_etl import sample, store
+from usage_etl.defs import automation
+from usage_etl.settings import ConfigError, Settings
+from usage_etl.defs.resources import PostgresResource
 
 
 @pytest.fixture

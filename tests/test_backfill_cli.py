@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from dagster._core.execution.backfill import BulkActionStatus
 from orchestration_helpers import insert, message, totals, user_id, utc
 
-from usage_etl import partitions, runs
+from usage_etl.defs import partitions
+from usage_etl.defs import runs
 from usage_etl.cli import main
 
 ALICE, BOB = user_id(1), user_id(2)
@@ -123,7 +124,7 @@ def test_daemon_accepts_a_backfill_with_the_week_and_month_in_progress(db_url):
     queued = {"run_coordinator": {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"}}
     with instance_for_test(overrides=queued) as inst:
         backfill_id = runs.submit_backfill({"daily": days, "weekly": [week], "monthly": [month]}, inst=inst)
-        target = ModuleTarget(module_name="usage_etl.definitions", attribute=None, working_directory=str(Path(__file__).parent.parent), location_name="usage_etl")
+        target = ModuleTarget(module_name="usage_etl.defs.definitions", attribute=None, working_directory=str(Path(__file__).parent.parent), location_name="usage_etl")
         with create_test_daemon_workspace_context(target, inst) as ctx:
             errors = [e for e in execute_backfill_iteration(ctx, logging.getLogger("backfill")) if e is not None]
         assert errors == []

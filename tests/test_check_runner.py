@@ -9,9 +9,11 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from check_data import D1_FIGURES, D2_FIGURES, U1, U2, figures, messages
-from usage_etl import check_runner, cli, partitions, pipeline, sample
-from usage_etl.checks import EXPECTED_SCHEMA
-from usage_etl.pricing import load_price_book
+from usage_etl import cli, pipeline, sample
+from usage_etl.checks import runner as check_runner
+from usage_etl.defs import partitions
+from usage_etl.checks.rules import EXPECTED_SCHEMA
+from usage_etl.pricing.book import load_price_book
 from usage_etl.sources.postgres import read_arrow
 
 D1, D2 = "2026-03-02", "2026-03-03"  # a Monday and a Tuesday

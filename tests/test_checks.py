@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 import polars as pl
 import pytest
 
-from usage_etl import checks
+from usage_etl.checks import rules as checks
 
 W0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
 W1 = datetime(2026, 1, 6, tzinfo=timezone.utc)

@@ -8,7 +8,7 @@ import click
 from click.testing import CliRunner
 from dagster._core.run_coordinator import QueuedRunCoordinator
 
-from usage_etl import runs
+from usage_etl.defs import runs
 from usage_etl.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,8 +13,13 @@ import pytest
 import sqlalchemy as sa
 from orchestration_helpers import Location, insert, message, totals, user_id, utc
 
-from usage_etl import automation, db_errors, late_data, sample
-from usage_etl.config import Settings
+from usage_etl import sample
+from usage_etl.defs import automation
+from usage_etl.defs import errors as db_errors
+from usage_etl import pipeline
+from usage_etl.defs import late_data
+from usage_etl.sources import fingerprint
+from usage_etl.settings import Settings
 
 ALICE, BOB = user_id(1), user_id(2)
 
@@ -56,7 +61,7 @@ def test_two_concurrent_runs_of_one_day_leave_exact_totals(engine, settings, db_
         message(3, 2, utc(2026, 5, 4, 11), 50, 5, conversation=3),
     ])
     results: list[dg.ExecuteInProcessResult] = []
-    key = late_data._lock_key(s, date(2026, 5, 4))
+    key = fingerprint.lock_key(s, date(2026, 5, 4))
     with engine.connect() as holder:  # hold the day's lock so that both runs are surely in flight
         holder.execute(sa.select(sa.func.pg_advisory_lock(key)))
         holder.commit()

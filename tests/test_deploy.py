@@ -51,7 +51,7 @@ def test_local_instance_config_loads(tmp_path):
 
 def test_code_location_loads_with_its_sensors():
     # what `dagster definitions validate -w workspace.yaml` checks, in-process
-    from usage_etl.definitions import defs
+    from usage_etl.defs.definitions import defs
 
     dg.Definitions.validate_loadable(defs)
     repo = defs.get_repository_def()

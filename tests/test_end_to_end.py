@@ -7,9 +7,11 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from usage_etl import automation, runs, sample
-from usage_etl.assets import build_assets
-from usage_etl.resources import PostgresResource
+from usage_etl import sample
+from usage_etl.defs import automation
+from usage_etl.defs import runs
+from usage_etl.defs.assets import build_assets
+from usage_etl.defs.resources import PostgresResource
 
 # Plain SQL over chat_messages minus quarantined rows, with the provider semantics of DESIGN.md §2
 # written out independently of the pipeline. Periods in UTC (the test's timezone).

@@ -198,7 +198,7 @@ A1, A2 = (f"dddddddd-0000-4000-8000-00000000000{i}" for i in (1, 2))
 
 
 def test_003_chat_messages_default_mapping(engine, db_url) -> None:
-    from usage_etl.config import Settings
+    from usage_etl.settings import Settings
     from usage_etl.sample import ensure_source_table
 
     settings = settings_for(db_url, None)  # no configuration file: the default mapping
@@ -253,8 +253,9 @@ def test_003_chat_messages_default_mapping(engine, db_url) -> None:
 
 def test_removing_a_dimension_removes_its_rows(engine, db_url) -> None:
     # Pipeline functions directly (the Dagster wiring is covered above).
-    from usage_etl import partitions, pipeline
-    from usage_etl.pricing import load_price_book
+    from usage_etl import pipeline
+    from usage_etl.defs import partitions
+    from usage_etl.pricing.book import load_price_book
 
     run_sql_file(engine, SEED_SQL / "002_ai_usage_log.sql")
     insert(engine, "ai_usage_log", [

@@ -11,9 +11,11 @@ import sqlalchemy as sa
 from dagster._core.test_utils import freeze_time, instance_for_test
 from orchestration_helpers import Location, insert, message, totals, user_id, utc
 
-from usage_etl import late_data
-from usage_etl.config import Settings
-from usage_etl.resources import PostgresResource
+from usage_etl import pipeline
+from usage_etl.defs import late_data
+from usage_etl.sources import fingerprint
+from usage_etl.settings import Settings
+from usage_etl.defs.resources import PostgresResource
 
 ALICE, BOB = user_id(1), user_id(2)
 
@@ -68,7 +70,7 @@ def test_late_row_rematerializes_exactly_its_day_week_and_month(engine, settings
         left = loc.sense(loc.late_sensor, inst, utc(2026, 11, 12, 0, 59), None)
         assert left.run_requests == [] and "1 changed, running or failed" in left.skip_reason.skip_message
     # e.g. Polars' `is_in(<Series>)`, deprecated: it warns from Rust, so an "error" filter cannot catch it
-    package = str(Path(late_data.__file__).parent)
+    package = str(Path(pipeline.__file__).parent)
     assert [str(w.message) for w in recwarn if issubclass(w.category, DeprecationWarning) and w.filename.startswith(package)] == []
 
 
@@ -76,19 +78,19 @@ def test_fingerprint_sees_updates_and_deletes_and_ignores_other_days(engine, set
     insert(engine, settings, [message(1, 1, utc(2026, 3, 1, 12), 5, 5), message(2, 1, utc(2026, 3, 2, 12), 5, 5)])
     first, end = date(2026, 3, 1), date(2026, 3, 3)
     with engine.begin() as conn:
-        before = late_data.current_fingerprints(conn, settings, first, end)
+        before = fingerprint.current_fingerprints(conn, settings, first, end)
         for d in (first, first + timedelta(days=1)):
-            late_data.record(conn, settings, d, before.filter(pl.col("day") == d))
+            fingerprint.record(conn, settings, d, before.filter(pl.col("day") == d))
     assert before["row_count"].to_list() == [1, 1]
     with engine.begin() as conn:
-        assert late_data.changed_days(late_data.current_fingerprints(conn, settings, first, end), late_data.recorded_fingerprints(conn, settings, first, end)).height == 0
+        assert fingerprint.changed_days(fingerprint.current_fingerprints(conn, settings, first, end), fingerprint.recorded_fingerprints(conn, settings, first, end)).height == 0
         conn.execute(sa.text("UPDATE chat_messages SET metadata = jsonb_set(metadata, '{usage,input_tokens}', '6') WHERE created_at < '2026-03-02'"))
     with engine.begin() as conn:
-        changed = late_data.changed_days(late_data.current_fingerprints(conn, settings, first, end), late_data.recorded_fingerprints(conn, settings, first, end))
+        changed = fingerprint.changed_days(fingerprint.current_fingerprints(conn, settings, first, end), fingerprint.recorded_fingerprints(conn, settings, first, end))
         assert changed["day"].to_list() == [first]  # same count and ids, new row version
         conn.execute(sa.text("DELETE FROM chat_messages WHERE created_at >= '2026-03-02'"))
     with engine.connect() as conn:
-        changed = late_data.changed_days(late_data.current_fingerprints(conn, settings, first, end), late_data.recorded_fingerprints(conn, settings, first, end))
+        changed = fingerprint.changed_days(fingerprint.current_fingerprints(conn, settings, first, end), fingerprint.recorded_fingerprints(conn, settings, first, end))
     assert changed.select("day", "row_count", "row_count_recorded").rows() == [(first, 1, 1), (date(2026, 3, 2), 0, 1)]
 
 

@@ -9,8 +9,9 @@ import pytest
 import sqlalchemy as sa
 
 from tests.rows import anthropic, insert, msg, openai, uid, utc
-from usage_etl import partitions, pipeline, store
-from usage_etl.pricing import load_price_book
+from usage_etl import pipeline, store
+from usage_etl.defs import partitions
+from usage_etl.pricing.book import load_price_book
 
 BOOK = load_price_book()
 

@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from usage_etl.aggregate import conversation_day_grain
-from usage_etl.cli_prices import prices
-from usage_etl.litellm_import import import_litellm
-from usage_etl.pricing import (
+from usage_etl.cli.prices import prices
+from usage_etl.pricing.litellm import import_litellm
+from usage_etl.pricing.book import (
     ENV_VAR,
     MAX_TOKENS_PER_FIELD,
     PRICE_KEYS,

@@ -18,12 +18,15 @@ from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from tests.rows import anthropic, insert, msg, openai, uid, utc
-from usage_etl import check_runner, partitions, pipeline, reports, runs
-from usage_etl.assets import build_assets
+from usage_etl import pipeline, reports
+from usage_etl.checks import runner as check_runner
+from usage_etl.defs import partitions
+from usage_etl.defs import runs
+from usage_etl.defs.assets import build_assets
 from usage_etl.cli import main
-from usage_etl.pricing import ENV_VAR, load_price_book
-from usage_etl.reprice import reprice
-from usage_etl.resources import PostgresResource
+from usage_etl.pricing.book import ENV_VAR, load_price_book
+from usage_etl.defs.reprice import reprice
+from usage_etl.defs.resources import PostgresResource
 
 MINI_CUT_ON_THE_15TH = """
 [[models."gpt-4.1-mini".periods]]

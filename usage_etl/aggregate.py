@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import polars as pl
 
+from usage_etl.frames import DIMENSION_PREFIX
+
 GRAIN_KEYS = ["user_id", "day", "conversation_id", "agent_id", "model"]
 TOKEN_SUMS = [
     "input_tokens",
@@ -43,7 +45,6 @@ GRAIN_SCHEMA: dict[str, pl.DataType] = {
 UNKNOWN_MODEL = "(unknown)"
 
 # Breakdown grain: the conversation-day grain per (dimension, value) of a configured breakdown.
-DIMENSION_PREFIX = "dim_"  # canonical-frame column of a dimension: dim_<name>
 BREAKDOWN_KEYS = ["dimension", "value"]
 BREAKDOWN_GRAIN_SCHEMA: dict[str, pl.DataType] = {"dimension": pl.String(), "value": pl.String(), **GRAIN_SCHEMA}
 NO_VALUE = "(none)"  # value of a message whose dimension is null

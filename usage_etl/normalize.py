@@ -40,30 +40,9 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from usage_etl.pricing import MAX_TOKENS_PER_FIELD
-from usage_etl.source_config import DEFAULT_ERROR_VALUES, REQUIRED_ANY, SEMANTIC_FIELDS
-from usage_etl.sources.postgres import DIMENSION_PREFIX, TOKEN_SLOTS
-
-TOKEN_COLUMNS = [
-    "input_tokens",
-    "cache_creation_input_tokens",
-    "cache_creation_1h_input_tokens",
-    "cache_read_input_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-]
-
-CANONICAL_SCHEMA: dict[str, pl.DataType] = {
-    "message_id": pl.String(),
-    "user_id": pl.String(),
-    "conversation_id": pl.String(),
-    "agent_id": pl.String(),
-    "model": pl.String(),
-    "created_at": pl.Datetime("us", "UTC"),
-    "status": pl.String(),
-    **{c: pl.Int64() for c in TOKEN_COLUMNS},
-    "paid_amount": pl.Float64(),
-}
+from usage_etl.frames import CANONICAL_SCHEMA, DIMENSION_PREFIX, MAX_TOKENS_PER_FIELD, TOKEN_COLUMNS
+from usage_etl.sources.config import DEFAULT_ERROR_VALUES, REQUIRED_ANY, SEMANTIC_FIELDS
+from usage_etl.sources.postgres import TOKEN_SLOTS
 
 QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "message_id": pl.String(),

@@ -7,16 +7,19 @@ data flow does not depend on the orchestrator.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 
 import polars as pl
 import sqlalchemy as sa
 
-from usage_etl import aggregate, provenance, store
-from usage_etl.config import Settings
+from usage_etl import aggregate, store
+from usage_etl.pricing import provenance
+from usage_etl.settings import Settings
 from usage_etl.normalize import normalize
-from usage_etl.pricing import PriceBook, price_messages
-from usage_etl.sources.postgres import read_arrow, read_window
+from usage_etl.pricing.book import PriceBook, price_messages
+from usage_etl.sources import fingerprint
+from usage_etl.sources.postgres import read_arrow, read_window, source_name
 
 
 @dataclass
@@ -40,10 +43,6 @@ class PartitionResult:
     @property
     def rows_written(self) -> int:
         return sum(s.inserted + s.updated + s.deleted for s in self.writes.values())
-
-
-def source_name(settings: Settings) -> str:
-    return f"{settings.source_schema}.{settings.source_table}"
 
 
 def _summaries(grain: pl.DataFrame, dim_grain: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
@@ -168,3 +167,25 @@ def run_rollup(engine: sa.Engine, url: sa.URL, settings: Settings, window: store
     return result
 
 
+def materialize_day(engine: sa.Engine, url: sa.URL, settings: Settings, book: PriceBook, window: store.Window) -> PartitionResult:
+    """`run_daily`, recording the raw window's fingerprint as of just before the read.
+
+    Two runs of one day serialize on a session advisory lock around fingerprint, run and record, so
+    the recorded fingerprint always belongs to the rows last written.
+    """
+    day = window.start.date()
+    with engine.connect() as conn:
+        conn.execute(sa.select(sa.func.pg_advisory_lock(fingerprint.lock_key(settings, day))))
+        conn.commit()  # the session lock outlives the transaction; no snapshot is held meanwhile
+        try:
+            fp = fingerprint.current_fingerprints(conn, settings, day, day + timedelta(days=1))
+            conn.commit()
+            result = run_daily(engine, url, settings, book, window)
+            fingerprint.record(conn, settings, day, fp)
+            conn.commit()
+        finally:
+            if not conn.invalidated:  # a lost connection has released its session lock already
+                conn.rollback()
+                conn.execute(sa.select(sa.func.pg_advisory_unlock(fingerprint.lock_key(settings, day))))
+                conn.commit()
+    return result

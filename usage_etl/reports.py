@@ -13,7 +13,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from usage_etl import store
-from usage_etl.config import Settings
+from usage_etl.settings import Settings
 
 
 @dataclass(frozen=True)

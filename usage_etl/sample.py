@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 import sqlalchemy as sa
 
-from usage_etl.config import Settings
+from usage_etl.settings import Settings
 from usage_etl.migrations import read_sql
 
 # (model, provider, share). Shares are rough public-usage proportions, not measurements.

@@ -25,8 +25,8 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
-from usage_etl import store
-from usage_etl.source_config import ClaudeCode
+from usage_etl import db
+from usage_etl.sources.config import ClaudeCode
 from usage_etl.sources import jsonl
 
 MESSAGES_TABLE = "claude_code_messages"
@@ -64,8 +64,8 @@ def _positions(conn: sa.Connection, files: sa.Table, root: str) -> tuple[dict[st
 
 def _upsert_messages(conn: sa.Connection, table: sa.Table, messages: pl.DataFrame) -> tuple[int, int]:
     cols = [c.name for c in table.columns if c.name != "ingested_at"]
-    stage, quoted = store._temp_like(conn, table, "stage_claude_code_messages")
-    store.copy_frame(conn, quoted, messages.select(cols))
+    stage, quoted = db.temp_like(conn, table, "stage_claude_code_messages")
+    db.copy_frame(conn, quoted, messages.select(cols))
     stmt = insert(table).from_select(cols, sa.select(*[stage.c[c] for c in cols]))
     new, old = stmt.excluded, table.c
 
@@ -129,14 +129,14 @@ def ingest(engine: sa.Engine, schema: str, cfg: ClaudeCode) -> IngestResult:
     with engine.begin() as conn:
         key = f"usage_etl:claude_code:{schema}:{root}"
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(key, 0))))
-        files = store.reflect(conn, schema, FILES_TABLE)
+        files = db.reflect(conn, schema, FILES_TABLE)
         before = _positions(conn, files, root)
         new = jsonl.read_new_lines(Path(root), *before)
         parsed = jsonl.parse_lines(new.lines, user_id=cfg.user, user_from_folder=cfg.user_from_folder)
         messages = parsed.messages.with_columns(source_root=pl.lit(root))
         if messages.height:
-            result.inserted, result.updated = _upsert_messages(conn, store.reflect(conn, schema, MESSAGES_TABLE), messages)
-        result.quarantined = _record_quarantine(conn, store.reflect(conn, schema, QUARANTINE_TABLE), root, parsed.quarantine, new.reset_files)
+            result.inserted, result.updated = _upsert_messages(conn, db.reflect(conn, schema, MESSAGES_TABLE), messages)
+        result.quarantined = _record_quarantine(conn, db.reflect(conn, schema, QUARANTINE_TABLE), root, parsed.quarantine, new.reset_files)
         _advance(conn, files, root, before, new)
     result.files_read = new.lines["file"].n_unique() if new.lines.height else 0
     result.reset_files = new.reset_files

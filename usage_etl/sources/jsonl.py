@@ -25,7 +25,7 @@ from pathlib import Path
 
 import polars as pl
 
-from usage_etl.normalize import CANONICAL_SCHEMA, TOKEN_COLUMNS
+from usage_etl.frames import CANONICAL_SCHEMA
 
 logger = logging.getLogger(__name__)
 

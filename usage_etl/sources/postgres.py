@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 
-from usage_etl.aggregate import DIMENSION_PREFIX
-from usage_etl.config import Settings
-from usage_etl.source_config import AUTO_USAGE_FIELDS, RAW_TOKEN_SLOTS, FieldRef, SourceConfig
+from usage_etl.frames import DIMENSION_PREFIX
+from usage_etl.settings import Settings
+from usage_etl.sources.config import AUTO_USAGE_FIELDS, RAW_TOKEN_SLOTS, FieldRef, SourceConfig
 
 # Token slots of the raw frame read by `auto` semantics: name -> key path inside the usage object.
 USAGE_FIELDS: dict[str, tuple[str, ...]] = AUTO_USAGE_FIELDS
@@ -40,6 +40,11 @@ RAW_SCHEMA: dict[str, pl.DataType] = {
     **{name: pl.String() for name in TOKEN_SLOTS},
     "paid_amount": pl.String(),
 }
+
+
+def source_name(settings: Settings) -> str:
+    """`schema.table` of the raw source: how quarantine and fingerprint rows name their source."""
+    return f"{settings.source_schema}.{settings.source_table}"
 
 
 def raw_schema(source: SourceConfig) -> dict[str, pl.DataType]:

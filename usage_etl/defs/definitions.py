@@ -2,9 +2,10 @@
 
 import dagster as dg
 
-from usage_etl import automation, late_data
-from usage_etl.assets import PARTITIONS, SETTINGS, USAGE_ASSETS
-from usage_etl.resources import PostgresResource
+from usage_etl.defs import automation
+from usage_etl.defs import late_data
+from usage_etl.defs.assets import PARTITIONS, SETTINGS, USAGE_ASSETS
+from usage_etl.defs.resources import PostgresResource
 
 AUTOMATION = automation.AutomationSettings.from_env()
 

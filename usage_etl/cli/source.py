@@ -15,19 +15,19 @@ def source() -> None:
 @source.command("show")
 def show() -> None:
     """Print the effective source mapping as JSON (the default chat_messages one without a file)."""
-    from usage_etl.cli import _settings
+    from usage_etl.cli import common
 
-    click.echo(json.dumps(_settings().source_config.model_dump(mode="json", by_alias=True, exclude_none=True), indent=2))
+    click.echo(json.dumps(common.settings().source_config.model_dump(mode="json", by_alias=True, exclude_none=True), indent=2))
 
 
 @source.command("check")
 def check() -> None:
     """Check the mapping against the source table (columns, types, key paths); exit 1 on a problem."""
-    from usage_etl.cli import _engine, _settings
-    from usage_etl.sources.check import MappingError, check_source
+    from usage_etl.cli import common
+    from usage_etl.sources.mapping_check import MappingError, check_source
 
-    settings = _settings()
-    engine, _ = _engine(settings)
+    settings = common.settings()
+    engine, _ = common.engine(settings)
     src = settings.source_config
     try:
         check_source(engine, settings)
@@ -41,10 +41,10 @@ def ingest() -> None:
     """Land new Claude Code transcript lines (the claude_code_messages asset, run through Dagster)."""
     import dagster as dg
 
-    from usage_etl import runs
-    from usage_etl.assets import USAGE_ASSETS
-    from usage_etl.claude_code_assets import ASSET_NAME
-    from usage_etl.resources import PostgresResource
+    from usage_etl.defs import runs
+    from usage_etl.defs.assets import USAGE_ASSETS
+    from usage_etl.defs.claude_code import ASSET_NAME
+    from usage_etl.defs.resources import PostgresResource
 
     asset = {a.key.to_user_string(): a for a in USAGE_ASSETS}.get(ASSET_NAME)
     if asset is None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 import polars as pl
 
-from usage_etl.litellm_import import import_litellm
-from usage_etl.pricing import (
+from usage_etl.pricing.litellm import import_litellm
+from usage_etl.pricing.book import (
     PRICE_KEYS,
     PriceBook,
     PriceBookError,

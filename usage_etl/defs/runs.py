@@ -16,10 +16,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from usage_etl import partitions
-from usage_etl.assets import PARTITIONS, USAGE_ASSETS
-from usage_etl.config import Settings
-from usage_etl.resources import PostgresResource
+from usage_etl.defs import partitions
+from usage_etl.defs.assets import PARTITIONS, USAGE_ASSETS
+from usage_etl.settings import Settings
+from usage_etl.defs.resources import PostgresResource
 
 GRANULARITIES = ["daily", "weekly", "monthly"]
 RANGE_START = "dagster/asset_partition_range_start"
@@ -29,7 +29,7 @@ RANGE_END = "dagster/asset_partition_range_end"
 def local_instance_config() -> Path:
     """`deploy/dagster.local.yaml`: at the repository root, or inside the package when installed as
     a wheel (pyproject force-include). Raises FileNotFoundError if neither exists."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the usage_etl package
     for candidate in (here.parent / "deploy" / "dagster.local.yaml", here / "deploy" / "dagster.local.yaml"):
         if candidate.is_file():
             return candidate

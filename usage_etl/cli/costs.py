@@ -18,10 +18,10 @@ _DATE = click.DateTime(["%Y-%m-%d"])
 
 
 def _setup():
-    from usage_etl.cli import _engine, _settings
+    from usage_etl.cli import common
 
-    settings = _settings()
-    engine, _ = _engine(settings)
+    settings = common.settings()
+    engine, _ = common.engine(settings)
     return settings, engine
 
 
@@ -40,9 +40,9 @@ def reprice(start: datetime, end: datetime) -> None:
     are the monthly rows of user_token_usage before and after; a month only partly in the range
     keeps the old prices for its other days (its price book column then lists both versions).
     """
-    from usage_etl import partitions
-    from usage_etl.cli import day_range
-    from usage_etl.pricing import PriceBookError, load_price_book
+    from usage_etl.defs import partitions
+    from usage_etl.cli.common import day_range
+    from usage_etl.pricing.book import PriceBookError, load_price_book
 
     try:
         book = load_price_book()
@@ -51,8 +51,8 @@ def reprice(start: datetime, end: datetime) -> None:
     settings, engine = _setup()
     first, last = day_range(partitions.build(settings)["daily"], start, end)
     # Imported after the check: importing the assets module loads the price book too.
-    from usage_etl import runs
-    from usage_etl.reprice import reprice as run_reprice
+    from usage_etl.defs import runs
+    from usage_etl.defs.reprice import reprice as run_reprice
 
     click.echo(f"price book {book.version} from {', '.join(book.files)}")
     t0 = time.perf_counter()

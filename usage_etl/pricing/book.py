@@ -48,6 +48,8 @@ from typing import Any
 
 import polars as pl
 
+from usage_etl.frames import MAX_TOKENS_PER_FIELD
+
 __all__ = [
     "ENV_VAR",
     "INT64_MAX",
@@ -72,11 +74,6 @@ PICO_PER_USD = 10**12
 _PICO_PER_TOKEN_PER_USD_PER_MTOK = 10**6
 PRICE_KEYS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
 INT64_MAX = 2**63 - 1
-# Sanity bound on every token field of one message (tokens). 10^9 is 100x the largest context
-# window on offer (10M tokens). With it, one message costs at most 10^9 x (sum of its prices in
-# pico-USD per token); the loader keeps that within Int64 (a price sum up to ~$9,223 per
-# million tokens; the shipped book's largest is Opus at $121.50, 75x headroom).
-MAX_TOKENS_PER_FIELD = 10**9
 DEFAULT_BOOK_NAME = "usage_etl/prices/default.toml"
 
 _TOP_KEYS = {"models"}

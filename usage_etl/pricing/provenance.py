@@ -21,7 +21,7 @@ from collections.abc import Iterable
 
 import polars as pl
 
-from usage_etl.pricing import PriceBook
+from usage_etl.pricing.book import PriceBook
 
 CODE_VERSION_PREFIX = "price-book-"
 

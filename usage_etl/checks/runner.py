@@ -23,11 +23,13 @@ from datetime import datetime
 import polars as pl
 import sqlalchemy as sa
 
-from usage_etl import checks, partitions, store
-from usage_etl.checks import CheckOutcome
-from usage_etl.config import ConfigError, Settings
-from usage_etl.pipeline import source_name
-from usage_etl.pricing import MAX_TOKENS_PER_FIELD
+from usage_etl import store
+from usage_etl.checks import rules as checks
+from usage_etl.defs import partitions
+from usage_etl.checks.rules import CheckOutcome
+from usage_etl.settings import ConfigError, Settings
+from usage_etl.sources.postgres import source_name
+from usage_etl.frames import MAX_TOKENS_PER_FIELD
 from usage_etl.sources.postgres import TOKEN_SLOTS, source_table, window_query
 
 # Rows whose token fields are not all integer literals were quarantined by the pipeline; testing

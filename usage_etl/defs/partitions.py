@@ -11,7 +11,7 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from usage_etl.config import Settings
+from usage_etl.settings import Settings
 from usage_etl.store import Window
 
 

@@ -7,8 +7,8 @@ Unpartitioned: every materialization reads what was appended since the previous 
 
 import dagster as dg
 
-from usage_etl.config import Settings
-from usage_etl.resources import PostgresResource
+from usage_etl.settings import Settings
+from usage_etl.defs.resources import PostgresResource
 from usage_etl.sources import claude_code
 
 ASSET_NAME = claude_code.MESSAGES_TABLE

@@ -44,8 +44,8 @@ from dagster._core.storage.partition_status_cache import AssetPartitionStatus
 from dagster._time import get_current_datetime
 from dagster._utils.schedules import get_latest_completed_cron_tick, is_valid_cron_string
 
-from usage_etl import asset_checks
-from usage_etl.config import ConfigError, Settings
+from usage_etl.defs import asset_checks
+from usage_etl.settings import ConfigError, Settings
 
 AC = dg.AutomationCondition
 GRANULARITIES = ("daily", "weekly", "monthly")

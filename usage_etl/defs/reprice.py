@@ -16,10 +16,11 @@ from decimal import Decimal
 import dagster as dg
 import sqlalchemy as sa
 
-from usage_etl import reports, runs
-from usage_etl.assets import build_assets
-from usage_etl.config import Settings
-from usage_etl.pricing import PriceBook, load_price_book
+from usage_etl import reports
+from usage_etl.defs import runs
+from usage_etl.defs.assets import build_assets
+from usage_etl.settings import Settings
+from usage_etl.pricing.book import PriceBook, load_price_book
 
 
 @dataclass(frozen=True)

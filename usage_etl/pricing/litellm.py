@@ -35,7 +35,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 
-from usage_etl.pricing import PRICE_KEYS, normalize_model_name
+from usage_etl.pricing.book import PRICE_KEYS, normalize_model_name
 
 __all__ = ["import_litellm", "LITELLM_SOURCE"]
 

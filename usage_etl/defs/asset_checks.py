@@ -38,8 +38,9 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 )
 from dagster._core.event_api import PartitionKeyFilter  # not exported; the storage API's partition filter
 
-from usage_etl import check_runner, checks
-from usage_etl.config import Settings
+from usage_etl.checks import runner as check_runner
+from usage_etl.checks import rules as checks
+from usage_etl.settings import Settings
 
 _SEVERITY = {checks.Severity.ERROR: dg.AssetCheckSeverity.ERROR, checks.Severity.WARN: dg.AssetCheckSeverity.WARN}
 

@@ -12,12 +12,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 
-from usage_etl import asset_checks, automation, db_errors, late_data, partitions, pipeline, provenance
-from usage_etl.claude_code_assets import build_claude_code_asset
-from usage_etl.config import Settings
-from usage_etl.pricing import PriceBook, load_price_book
-from usage_etl.resources import PostgresResource
-from usage_etl.sources.check import check_source
+from usage_etl import pipeline
+from usage_etl.defs import asset_checks
+from usage_etl.defs import automation
+from usage_etl.defs import errors as db_errors
+from usage_etl.defs import late_data
+from usage_etl.defs import partitions
+from usage_etl.pricing import provenance
+from usage_etl.defs.claude_code import build_claude_code_asset
+from usage_etl.settings import Settings
+from usage_etl.pricing.book import PriceBook, load_price_book
+from usage_etl.defs.resources import PostgresResource
+from usage_etl.sources.mapping_check import check_source
 
 GROUP = "usage"
 
@@ -147,7 +153,7 @@ def build_assets(
         results = _run_each(
             context,
             "daily",
-            lambda key: late_data.materialize_day(engine, url, settings, book, partitions.window(PARTITIONS["daily"], "daily", key)),
+            lambda key: pipeline.materialize_day(engine, url, settings, book, partitions.window(PARTITIONS["daily"], "daily", key)),
             auto.partition_workers,
             pending.submit,
         )

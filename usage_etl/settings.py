@@ -20,7 +20,7 @@ from datetime import date
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from usage_etl.source_config import SourceConfig, SourceConfigError, load_source_config
+from usage_etl.sources.config import SourceConfig, SourceConfigError, load_source_config
 
 
 class ConfigError(ValueError):

@@ -1,0 +1,138 @@
+"""`usage-etl backfill` and `usage-etl check`: materialize and check ranges of partitions."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime
+
+import click
+
+from usage_etl.cli import common
+
+
+@click.command()
+@common.day_range_options
+@click.option(
+    "--granularity",
+    type=click.Choice(["daily", "weekly", "monthly", "all"]),
+    default="all",
+    show_default=True,
+    help="Which assets; 'all' runs days first, then the weeks and months over them.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Partitions per run; 0 runs each granularity's whole range in one run "
+    "[default: USAGE_ETL_BACKFILL_BATCH_SIZE or 30].",
+)
+@click.option(
+    "--submit",
+    is_flag=True,
+    help="Hand the range to the Dagster daemon as one backfill (queued, pool-limited, retried) and return; "
+    "without it the runs execute here, one after the other.",
+)
+def backfill(start: datetime | None, end: datetime | None, granularity: str, batch_size: int | None, submit: bool = False) -> None:
+    """Materialize a range of partitions through Dagster; the runs show in the Dagster UI.
+
+    Days run first, then the weeks and months over them, each in runs of at most --batch-size
+    contiguous partitions, with a progress line per run and a summary at the end. Safe to repeat:
+    every partition is replaced, never added to.
+    """
+    import math
+    import uuid
+
+    from usage_etl.defs import runs
+    from usage_etl.defs.automation import AutomationSettings
+
+    settings = common.settings()
+    try:
+        size = AutomationSettings.from_env().batch_size if batch_size is None else batch_size
+    except common.ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    first, last = common.day_range(runs.PARTITIONS["daily"], start, end)
+    inst = runs.instance()
+    grains = runs.GRANULARITIES if granularity == "all" else [granularity]
+    keys = {g: runs.partition_keys(g, first, last) for g in grains}
+    total = sum(len(k) for k in keys.values())
+    backfill_id = uuid.uuid4().hex[:8]
+    tags = {"usage_etl/backfill": backfill_id}
+    if submit:
+        bid = runs.submit_backfill(keys, inst=inst, tags={"usage_etl/trigger": "cli"}, title=f"usage-etl backfill {first}..{last}")
+        click.echo(f"submitted backfill {bid}: {total} partitions ({common.counts(keys)}) {first}..{last}")
+        click.echo(f"the daemon runs it; progress in the UI under /runs/b/{bid} (instance {inst.root_directory})")
+        return
+    n_runs = sum(math.ceil(len(k) / (size or len(k))) for k in keys.values() if k)
+    click.echo(
+        f"backfill {backfill_id}: {first}..{last}, {total} partitions ({common.counts(keys)}) in {n_runs} runs"
+        f"{f' of up to {size} partitions' if size else ''}"
+    )
+    t0 = time.perf_counter()
+    done = {"runs": 0, "partitions": 0}
+    failed: list[str] = []
+
+    def progress(g: str, batch: list[str], result) -> None:
+        done["runs"] += 1
+        done["partitions"] += len(batch) if result.success else 0
+        status = "ok" if result.success else "FAILED"
+        if not result.success:
+            failed.append(f"{g} {batch[0]}…{batch[-1]} (run {result.run_id})")
+        click.echo(
+            f"  {g:<7} {batch[0]}…{batch[-1]} {len(batch):>3} partitions  run {result.run_id[:8]} {status:<6} "
+            f"[{done['runs']}/{n_runs} runs, {done['partitions']}/{total} partitions, {time.perf_counter() - t0:.1f}s]"
+        )
+
+    for g in grains:
+        runs.materialize_range(g, keys[g], inst=inst, batch_size=size or None, on_batch=progress, tags=tags)
+        if failed:
+            break
+    elapsed = time.perf_counter() - t0
+    if failed:
+        click.echo(
+            f"backfill {backfill_id} FAILED after {done['runs']} runs, {done['partitions']}/{total} partitions, {elapsed:.1f}s: "
+            f"{'; '.join(failed)}. Fix the cause and run the same command again (safe to repeat)."
+        )
+        sys.exit(1)
+    click.echo(
+        f"backfill {backfill_id} done: {done['runs']} runs, {total} partitions in {elapsed:.1f}s "
+        f"({total / elapsed if elapsed else 0:.1f} partitions/s); runs tagged usage_etl/backfill={backfill_id} "
+        f"in {inst.root_directory}"
+    )
+
+
+@click.command()
+@common.day_range_options
+@click.option(
+    "--granularity",
+    type=click.Choice(["daily", "weekly", "monthly", "all"]),
+    default="all",
+    show_default=True,
+    help="Which assets' partitions to check; 'all' checks the days, weeks and months overlapping the range.",
+)
+def check(start: datetime | None, end: datetime | None, granularity: str) -> None:
+    """Run the data-integrity checks (the assets' checks) on the partitions overlapping a range.
+
+    Prints one line per partition and the failed checks; exits with status 1 if an ERROR check
+    failed. Completeness reads materialized partitions from the Dagster instance (DAGSTER_HOME).
+    """
+    from usage_etl.checks import runner as check_runner
+    from usage_etl.defs import runs
+
+    settings = common.settings()
+    engine, _ = common.engine(settings)
+    first, last = common.day_range(runs.PARTITIONS["daily"], start, end)
+    try:
+        thresholds = check_runner.Thresholds.from_env()
+    except common.ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    materialized = runs.instance().get_materialized_partitions(runs.USAGE_ASSETS[0].key)
+    results = {
+        g: check_runner.evaluate(engine, settings, g, runs.partition_keys(g, first, last), materialized_daily=materialized, thresholds=thresholds)
+        for g in (runs.GRANULARITIES if granularity == "all" else [granularity])
+    }
+    click.echo(check_runner.render(results))
+    errors = check_runner.failed_errors(results)
+    click.echo(f"\n{len(errors)} ERROR check(s) failed" if errors else "\nno ERROR check failed")
+    if errors:
+        sys.exit(1)

@@ -1,0 +1,81 @@
+"""Database connection: a SQLAlchemy engine (psycopg 3 driver) and its URL for ADBC reads.
+
+Plain functions, no Dagster: the CLI, the pipeline and the Dagster resource all connect through here.
+
+`USAGE_ETL_DATABASE_URL` names the server (`postgresql+psycopg://user@host:5432/db`). Without it,
+an embedded PostgreSQL (the `pgserver` package) is started in `USAGE_ETL_DATA_DIR/pgdata`, so the
+demo runs on a machine with nothing but Python.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from pathlib import Path
+
+import polars as pl
+import sqlalchemy as sa
+
+from usage_etl.settings import ConfigError, Settings
+
+
+@functools.cache
+def embedded_url(data_dir: str) -> str:
+    """Start (or join) the embedded PostgreSQL in `data_dir` and return its SQLAlchemy URL."""
+    import pgserver  # heavy import, only when no server is configured
+
+    pgdata = Path(data_dir).resolve() / "pgdata"
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(pgdata, cleanup_mode=None)  # keep running for `make ui`
+    return server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def database_url(settings: Settings) -> sa.URL:
+    """The configured URL, forced to the psycopg 3 driver. Raises ConfigError if malformed."""
+    raw = settings.database_url or embedded_url(str(settings.data_dir))
+    try:
+        url = sa.make_url(raw)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"USAGE_ETL_DATABASE_URL is not a SQLAlchemy URL: {raw!r}") from exc
+    if url.get_backend_name() != "postgresql":
+        raise ConfigError(f"USAGE_ETL_DATABASE_URL must be a PostgreSQL URL, got {url.get_backend_name()!r}")
+    return url.set(drivername="postgresql+psycopg")
+
+
+@functools.cache
+def make_engine(url: sa.URL) -> sa.Engine:
+    """One pooled engine per URL and process."""
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+# --- table I/O shared by the store and the Claude Code ingestion ---------------------------------
+
+
+def reflect(conn: sa.Connection, schema: str, name: str) -> sa.Table:
+    return sa.Table(name, sa.MetaData(schema=schema), autoload_with=conn)
+
+
+def _pg_array(col: str) -> pl.Expr:
+    # PostgreSQL array literal, each element double-quoted with \ and " escaped.
+    quoted = pl.lit('"') + pl.element().str.replace_all(r'([\\"])', r"\$1") + pl.lit('"')
+    return (pl.lit("{") + pl.col(col).list.eval(quoted).list.join(",") + pl.lit("}")).alias(col)
+
+
+def copy_frame(conn: sa.Connection, table: str, frame: pl.DataFrame) -> None:
+    """COPY a frame into `table` (already quoted) as CSV; list columns become array literals."""
+    lists = [c for c, t in frame.schema.items() if isinstance(t, pl.List)]
+    buf = io.BytesIO()
+    frame.with_columns(*[_pg_array(c) for c in lists]).write_csv(buf, null_value="\\N")
+    cols = ", ".join(conn.dialect.identifier_preparer.quote(c) for c in frame.columns)
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cur:
+        with cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT csv, HEADER true, NULL '\\N')") as cp:
+            cp.write(buf.getbuffer())
+
+
+def temp_like(conn: sa.Connection, target: sa.Table, name: str) -> tuple[sa.Table, str]:
+    """A temp table shaped like `target`, dropped at commit: (its Table, its quoted name)."""
+    prep = conn.dialect.identifier_preparer
+    conn.execute(sa.text(f"CREATE TEMP TABLE {prep.quote(name)} (LIKE {prep.format_table(target)} INCLUDING DEFAULTS) ON COMMIT DROP"))
+    stage = sa.Table(name, sa.MetaData(), *[sa.Column(c.name, c.type) for c in target.columns])
+    return stage, prep.quote(name)
