@@ -15,7 +15,7 @@ import statistics
 import time
 import uuid
 import warnings
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import psycopg
 import sqlalchemy as sa

@@ -4,7 +4,6 @@ Dates are relative to today (D1 = 2 days ago, D2 = yesterday, start date D1) so 
 completeness check sees every daily partition up to the latest complete day.
 """
 
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -30,7 +29,7 @@ D1, D2 = D1_DATE.isoformat(), (TODAY - timedelta(days=1)).isoformat()
 @pytest.fixture
 def env(settings, engine, db_url):
     """Settings starting at D1, the clean sample in the source, the definitions built for them."""
-    cfg = replace(settings, start_date=D1_DATE)
+    cfg = settings.replace(start_date=D1_DATE)
     sample.write(engine, cfg, messages(D1_DATE))
     defs = assets.build_assets(cfg)
     return {
@@ -104,7 +103,7 @@ def test_demo_data_passes_every_check(settings, engine, db_url):
     """The data of `usage-etl demo` (`usage-etl generate` defaults: 0.5% bad rows, 1 unpriced
     message in 2,000), 3 days instead of 30, through Dagster: every partition's check passes, no
     WARN, although each day has unpriced messages and quarantined rows."""
-    cfg = replace(settings, start_date=TODAY - timedelta(days=3))
+    cfg = settings.replace(start_date=TODAY - timedelta(days=3))
     spec = sample.SampleSpec(days=3, end=TODAY)  # the demo's users, messages a day, seed and fractions
     assert (spec.users, spec.messages_per_day, spec.bad_fraction, spec.unpriced_fraction) == (200, 2000, 0.005, 0.0005)
     sample.write(engine, cfg, sample.generate_frame(spec, cfg.timezone))

@@ -11,7 +11,7 @@ import pytest
 from dagster._core.test_utils import freeze_time, instance_for_test
 from orchestration_helpers import Location, insert, message, utc
 
-from usage_etl import sample, store
+from usage_etl import store
 from usage_etl.defs import automation
 from usage_etl.settings import ConfigError, Settings
 from usage_etl.defs.resources import PostgresResource

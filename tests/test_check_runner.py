@@ -1,6 +1,5 @@
 """The check inputs read from PostgreSQL: expected figures from raw by SQL, and rules on a range."""
 
-from dataclasses import replace
 from datetime import date, datetime, timezone
 
 import polars as pl
@@ -11,6 +10,7 @@ from click.testing import CliRunner
 from check_data import D1_FIGURES, D2_FIGURES, U1, U2, figures, messages
 from usage_etl import cli, pipeline, sample
 from usage_etl.checks import runner as check_runner
+from usage_etl.settings import ConfigError, Thresholds
 from usage_etl.defs import partitions
 from usage_etl.checks.rules import EXPECTED_SCHEMA
 from usage_etl.pricing.book import load_price_book
@@ -22,7 +22,7 @@ NOW = datetime(2026, 3, 4, 8, tzinfo=timezone.utc)  # latest complete day: D2
 
 @pytest.fixture
 def cfg(settings):
-    return replace(settings, start_date=date(2026, 3, 2))
+    return settings.replace(start_date=date(2026, 3, 2))
 
 
 def expected(cfg, db_url) -> pl.DataFrame:
@@ -57,10 +57,10 @@ def test_expected_query_groups_by_business_day(engine, db_url, cfg):
     # m6 is at 23:30 UTC on D2 = 18:30 in New York (still D2); m5 at 09:00 UTC = 04:00 local D2;
     # D1's messages (10:00-11:00 UTC) stay on D1.
     sample.write(engine, cfg, messages(date(2026, 3, 2)))
-    ny = replace(cfg, timezone="America/New_York")
+    ny = cfg.replace(timezone="America/New_York")
     moved = expected(ny, db_url)
     assert moved.equals(pl.concat([with_day(D1, D1_FIGURES), with_day(D2, D2_FIGURES)]))
-    tokyo = replace(cfg, timezone="Asia/Tokyo")  # UTC+9: m6 (23:30 UTC on D2) falls on 2026-03-04
+    tokyo = cfg.replace(timezone="Asia/Tokyo")  # UTC+9: m6 (23:30 UTC on D2) falls on 2026-03-04
     start, end = datetime(2026, 3, 1, 15, tzinfo=timezone.utc), datetime(2026, 3, 4, 15, tzinfo=timezone.utc)
     days = read_arrow(db_url, check_runner.expected_query(tokyo, start, end, "2026-03-02", "2026-03-05"), {"day": pl.String(), **EXPECTED_SCHEMA})
     assert days.filter(pl.col("user_id") == U2).sort("day")["day"].to_list() == ["2026-03-02", "2026-03-04"]
@@ -107,7 +107,7 @@ def test_evaluate_flags_corrupted_summary_row_and_bad_rows(engine, db_url, cfg):
 
 
 def test_duplicate_message_ids_in_a_source_without_key(engine, db_url, cfg):
-    src = replace(cfg, source_table="messages_without_pk")
+    src = cfg.replace(source_table="messages_without_pk")
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE TABLE messages_without_pk (id uuid, user_id uuid, conversation_id uuid, agent_id uuid, "
                              "model text, created_at timestamptz, metadata jsonb)"))
@@ -120,10 +120,10 @@ def test_duplicate_message_ids_in_a_source_without_key(engine, db_url, cfg):
 
 
 def test_thresholds_from_env():
-    t = check_runner.Thresholds.from_env({"USAGE_ETL_MAX_UNPRICED_SHARE": "0.02"})
+    t = Thresholds.from_env({"USAGE_ETL_MAX_UNPRICED_SHARE": "0.02"})
     assert t.max_unpriced_share == 0.02 and t.max_quarantine_share == 0.01
-    with pytest.raises(check_runner.ConfigError, match="USAGE_ETL_MAX_QUARANTINE_SHARE"):
-        check_runner.Thresholds.from_env({"USAGE_ETL_MAX_QUARANTINE_SHARE": "1%"})
+    with pytest.raises(ConfigError, match="USAGE_ETL_MAX_QUARANTINE_SHARE"):
+        Thresholds.from_env({"USAGE_ETL_MAX_QUARANTINE_SHARE": "1%"})
 
 
 def test_cli_check_exit_status(engine, db_url, cfg, tmp_path, monkeypatch):

@@ -13,13 +13,9 @@ import pytest
 import sqlalchemy as sa
 from orchestration_helpers import Location, insert, message, totals, user_id, utc
 
-from usage_etl import sample
 from usage_etl.defs import automation
 from usage_etl.defs import errors as db_errors
-from usage_etl import pipeline
-from usage_etl.defs import late_data
 from usage_etl.sources import fingerprint
-from usage_etl.settings import Settings
 
 ALICE, BOB = user_id(1), user_id(2)
 
@@ -53,7 +49,7 @@ def _step_events(result: dg.ExecuteInProcessResult, event_type: dg.DagsterEventT
 
 
 def test_two_concurrent_runs_of_one_day_leave_exact_totals(engine, settings, db_url):
-    s = Settings(**{**settings.__dict__, "start_date": date(2026, 5, 1)})
+    s = settings.replace(start_date=date(2026, 5, 1))
     loc = Location(s)
     insert(engine, s, [
         message(1, 1, utc(2026, 5, 4, 9), 100, 10),
@@ -81,7 +77,7 @@ def test_two_concurrent_runs_of_one_day_leave_exact_totals(engine, settings, db_
 
 
 def test_transient_error_is_retried_with_backoff(engine, settings, db_url):
-    s = Settings(**{**settings.__dict__, "start_date": date(2026, 5, 1)})
+    s = settings.replace(start_date=date(2026, 5, 1))
     loc = Location(s, automation.AutomationSettings(retry_max=2, retry_delay_seconds=0.2))
     insert(engine, s, [message(1, 1, utc(2026, 5, 4, 9), 100, 10)])
     results: list[dg.ExecuteInProcessResult] = []
@@ -101,7 +97,7 @@ def test_transient_error_is_retried_with_backoff(engine, settings, db_url):
 
 
 def test_permanent_error_fails_at_once_with_a_clear_message(engine, settings):
-    s = Settings(**{**settings.__dict__, "start_date": date(2026, 5, 1), "source_table": "no_such_table"})
+    s = settings.replace(start_date=date(2026, 5, 1), source_table="no_such_table")
     loc = Location(s, automation.AutomationSettings(retry_max=2, retry_delay_seconds=0.2))
     with dg.instance_for_test() as inst:
         result = loc.materialize(inst, "daily", ["2026-05-04"])

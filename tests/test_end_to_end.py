@@ -1,6 +1,5 @@
 """Sample data through Dagster's own `materialize`, checked against plain SQL over the raw table."""
 
-from dataclasses import replace
 from datetime import datetime, date
 
 import dagster as dg
@@ -56,7 +55,7 @@ def _snapshot(engine):
 def test_sample_month_through_dagster_matches_plain_sql_and_reruns_change_nothing(engine, db_url, settings, workers):
     # 12 days ending 2026-03-04: crosses a month boundary and three ISO weeks. With 3 workers the
     # partitions of each range run three at a time, finishing out of order.
-    s = replace(settings, start_date=date(2026, 2, 21))
+    s = settings.replace(start_date=date(2026, 2, 21))
     frame = sample.generate_frame(sample.SampleSpec(users=25, days=12, messages_per_day=150, seed=7, end=date(2026, 3, 5)))
     sample.write(engine, s, frame)
     assets = build_assets(s, auto=automation.AutomationSettings(partition_workers=workers))

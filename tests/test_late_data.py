@@ -14,14 +14,13 @@ from orchestration_helpers import Location, insert, message, totals, user_id, ut
 from usage_etl import pipeline
 from usage_etl.defs import late_data
 from usage_etl.sources import fingerprint
-from usage_etl.settings import Settings
 from usage_etl.defs.resources import PostgresResource
 
 ALICE, BOB = user_id(1), user_id(2)
 
 
 def test_late_row_rematerializes_exactly_its_day_week_and_month(engine, settings, db_url, recwarn):
-    s = Settings(**{**settings.__dict__, "start_date": date(2026, 11, 1)})
+    s = settings.replace(start_date=date(2026, 11, 1))
     loc = Location(s)
     insert(engine, s, [
         message(1, 1, utc(2026, 11, 9, 8), 100, 10),
@@ -95,7 +94,7 @@ def test_fingerprint_sees_updates_and_deletes_and_ignores_other_days(engine, set
 
 
 def test_missing_source_table_skips_with_a_clear_reason(engine, settings):
-    s = Settings(**{**settings.__dict__, "start_date": date(2026, 11, 1), "source_table": "no_such_messages"})
+    s = settings.replace(start_date=date(2026, 11, 1), source_table="no_such_messages")
     loc = Location(s)
     with instance_for_test() as inst:
         result = loc.sense(loc.late_sensor, inst, utc(2026, 11, 12, 0, 31), None)

@@ -1,6 +1,5 @@
 """Partition runs against PostgreSQL: windows in a timezone, rollups, partition replace."""
 
-from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -30,7 +29,7 @@ def table(engine, name="user_token_usage", order="user_id, period_type, period_s
 
 
 def test_message_at_2330_utc_belongs_to_next_day_in_tokyo(engine, db_url, settings):
-    tokyo = replace(settings, timezone="Asia/Tokyo", start_date=datetime(2026, 3, 1).date())
+    tokyo = settings.replace(timezone="Asia/Tokyo", start_date=datetime(2026, 3, 1).date())
     insert(engine, tokyo, [msg(1, utc(2026, 3, 9, 23, 30), anthropic(10, 5))])
     assert run(engine, db_url, tokyo, "daily", "2026-03-09").messages == 0
     r = run(engine, db_url, tokyo, "daily", "2026-03-10")
@@ -43,7 +42,7 @@ def test_message_at_2330_utc_belongs_to_next_day_in_tokyo(engine, db_url, settin
 
 
 def test_dst_week_in_new_york_is_167_hours(engine, db_url, settings):
-    ny = replace(settings, timezone="America/New_York", start_date=datetime(2026, 3, 2).date())
+    ny = settings.replace(timezone="America/New_York", start_date=datetime(2026, 3, 2).date())
     insert(
         engine,
         ny,

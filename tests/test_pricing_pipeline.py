@@ -6,7 +6,6 @@ Costs are hand-computed in micro-USD from USD per million tokens (tokens x price
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 
@@ -122,7 +121,7 @@ SCENARIO_15TH = {
 def test_price_change_on_the_15th_through_dagster(tz, engine, db_url, settings, tmp_path, monkeypatch):
     book = override(tmp_path, monkeypatch, MINI_CUT_ON_THE_15TH)
     assert book.version != load_price_book(use_env=False).version
-    s = replace(settings, timezone=tz, start_date=date(2026, 3, 13))
+    s = settings.replace(timezone=tz, start_date=date(2026, 3, 13))
     mini = "gpt-4.1-mini-2025-04-14"  # dated snapshot: resolves to gpt-4.1-mini
     insert(
         engine,
@@ -195,7 +194,7 @@ def test_price_change_on_the_15th_through_dagster(tz, engine, db_url, settings, 
 
 
 def test_book_change_makes_partitions_stale_and_rollups_list_both_versions(engine, db_url, settings, tmp_path, monkeypatch):
-    s = replace(settings, start_date=date(2026, 3, 1))
+    s = settings.replace(start_date=date(2026, 3, 1))
     mini = "gpt-4.1-mini"
     # Old: 1000 x 0.40 + 1000 x 1.60 = 2000 micro-USD each; new (half): 1000 micro-USD each.
     insert(engine, s, [msg(1, utc(2026, 3, 2, 10), openai(1000, 1000), model=mini), msg(1, utc(2026, 3, 3, 10), openai(1000, 1000), model=mini)])
@@ -266,7 +265,7 @@ def test_reprice_command_prints_exact_cost_change_per_month(engine, db_url, sett
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     (tmp_path / "dagster_home").mkdir()
     (tmp_path / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    s = replace(settings, start_date=date(2026, 3, 1))
+    s = settings.replace(start_date=date(2026, 3, 1))
     insert(
         engine,
         s,
@@ -311,7 +310,7 @@ def test_reprice_command_prints_exact_cost_change_per_month(engine, db_url, sett
 
 
 def test_paid_amount_beside_cost_and_paid_vs_estimated_report(engine, db_url, settings):
-    s = replace(settings, start_date=date(2026, 3, 1))
+    s = settings.replace(start_date=date(2026, 3, 1))
 
     def paid(meta: dict, amount) -> dict:
         return {**meta, "amount_paid": amount}
@@ -384,7 +383,7 @@ def test_paid_amount_beside_cost_and_paid_vs_estimated_report(engine, db_url, se
 def test_absurd_token_count_is_quarantined_not_priced_negative(engine, db_url, settings):
     # 2e11 output tokens on Opus 4.1: 2e11 x 75_000_000 pico = 1.5e19 > 2^63 - 1, which used to wrap
     # to a negative cost. Now the row is quarantined (tokens_out_of_range) and nothing is lost.
-    s = replace(settings, start_date=date(2026, 3, 1))
+    s = settings.replace(start_date=date(2026, 3, 1))
     opus = "claude-opus-4-1-20250805"
     insert(engine, s, [
         msg(1, utc(2026, 3, 2, 9), anthropic(1000, 2000), model=opus, id=601),

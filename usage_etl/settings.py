@@ -1,4 +1,9 @@
-"""Runtime settings, read from the environment (and a `.env` file in the working directory).
+"""Runtime settings: one typed model (pydantic-settings) read from the environment and `./.env`.
+
+Every variable is `USAGE_ETL_<FIELD>` (upper case). The model has three sections that read the same
+environment: `Settings` (database, schemas, source, time), `AutomationSettings` (orchestration) and
+`Thresholds` (integrity-check warnings). A malformed value raises `ConfigError` with one line naming
+the variable, its value and what is expected.
 
 | variable | default | meaning |
 |---|---|---|
@@ -10,21 +15,130 @@
 | USAGE_ETL_TIMEZONE | UTC | IANA business timezone of day/week/month windows |
 | USAGE_ETL_START_DATE | 2026-01-01 | first daily partition (weeks/months start on or before it) |
 | USAGE_ETL_DATA_DIR | .usage_etl | where the embedded PostgreSQL keeps its data |
+| USAGE_ETL_DOTENV | 1 | 0: do not read `./.env` |
+
+`AutomationSettings` and `Thresholds` list their own variables.
 """
 
 from __future__ import annotations
 
+import contextvars
 import os
-from dataclasses import dataclass, field
-from datetime import date
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
+import warnings
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import cronsim
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
 from usage_etl.sources.config import SourceConfig, SourceConfigError, load_source_config
+
+PREFIX = "USAGE_ETL_"
+DEFAULT_MAX_UNPRICED_SHARE = 0.001  # 0.1% of messages
+DEFAULT_MAX_QUARANTINE_SHARE = 0.01  # 1% of raw rows
 
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the setting."""
+
+
+# --- the shared environment source --------------------------------------------------------------
+
+# `from_env(env)` reads a given mapping instead of os.environ (tests, and the CLI's explicit env).
+_ENV: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar("usage_etl_env", default=None)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source over `_ENV` when one is set, else os.environ."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        given = _ENV.get()
+        if given is None:
+            return super()._load_env_vars()
+        return {k.lower(): v for k, v in given.items()}
+
+
+def _dotenv_enabled() -> bool:
+    # `dagster dev` reads .env itself; the CLI gets the same behaviour. USAGE_ETL_DOTENV=0 turns it
+    # off (the tests do, so a demo's .env cannot change what they see).
+    return os.environ.get("USAGE_ETL_DOTENV") != "0"
+
+
+class _EnvModel(BaseSettings):
+    """Base of the settings sections: same prefix, same sources, same one-line errors."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="ignore", populate_by_name=True)
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, _MappingEnvSource(settings_cls)]
+        if _ENV.get() is None and _dotenv_enabled():
+            sources.append(dotenv_settings)
+        return tuple(sources)
+
+    @classmethod
+    def variable(cls, field: str) -> str:
+        """The environment variable of `field` (its validation alias, else PREFIX + FIELD)."""
+        alias = cls.model_fields[field].validation_alias
+        return alias if isinstance(alias, str) else PREFIX + field.upper()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any):
+        """Read the section from `env` (default: os.environ, then `./.env`).
+
+        Raises ConfigError naming the variable when a value is malformed.
+        """
+        token = _ENV.set(env)
+        try:
+            return cls(_env_file=Path.cwd() / ".env", **overrides)
+        except ValidationError as exc:
+            raise ConfigError(_one_line(cls, exc)) from None
+        finally:
+            _ENV.reset(token)
+
+
+def _one_line(cls: type[_EnvModel], exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    field = str(err["loc"][0]) if err["loc"] else ""
+    var = cls.variable(field) if field in cls.model_fields else field
+    value = err.get("input")
+    ctx = err.get("ctx") or {}
+    kind = err["type"]
+    if kind in ("int_parsing", "float_parsing", "int_from_float"):
+        what = "is not a number" if kind != "int_from_float" else "is not a whole number"
+    elif kind in ("greater_than_equal", "greater_than"):
+        what = f"must be >= {ctx.get('ge', ctx.get('gt'))}"
+    elif kind in ("less_than_equal", "less_than"):
+        what = f"must be <= {ctx.get('le', ctx.get('lt'))}"
+    elif kind == "value_error":
+        what = str(ctx.get("error", err["msg"]))
+    else:
+        what = err["msg"].lower()
+    if kind == "value_error" and what.startswith(var):
+        return what  # the validator named the variable itself (e.g. a source-config error)
+    return f"{var}={value!r} {what}"
+
+
+def _cron(value: str) -> str:
+    try:
+        cronsim.CronSim(value, datetime(2026, 1, 1))
+    except cronsim.CronSimError:
+        raise ValueError("is not a cron expression") from None
+    return value
+
+
+# --- the sections -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -44,25 +158,80 @@ class SourceColumns:
     metadata: str | None = "metadata"
 
 
-@dataclass(frozen=True)
-class Settings:
+warnings.filterwarnings("ignore", message='Field name "schema" in "Settings" shadows', category=UserWarning)
+
+
+class Settings(_EnvModel):
+    """Where the data is and how time is cut (the table in the module docstring).
+
+    Built with `Settings.from_env()`, or directly with keyword arguments (tests; the environment
+    then fills only what is not given). `source` wins over `source_schema`/`source_table`, which
+    then mirror it.
+    """
+
     database_url: str | None = None
-    schema: str = "public"
+    schema: str = "public"  # type: ignore[assignment]  # shadows BaseModel's deprecated schema()
     source_schema: str = "public"
     source_table: str = "chat_messages"
-    source_columns: SourceColumns = field(default_factory=SourceColumns)
+    source_columns: SourceColumns = Field(default_factory=SourceColumns, exclude=True)
     timezone: str = "UTC"
     start_date: date = date(2026, 1, 1)
     data_dir: Path = Path(".usage_etl")
-    # The source mapping (source_config.py). None: the default chat_messages mapping over the
-    # fields above. When set it wins, and source_schema/source_table/source_columns mirror it.
-    source: SourceConfig | None = None
+    # The source mapping (sources/config.py), from USAGE_ETL_SOURCE_CONFIG (a file path) or given.
+    # None: the default chat_messages mapping over the fields above.
+    source: SourceConfig | None = Field(None, validation_alias="USAGE_ETL_SOURCE_CONFIG")
 
-    def __post_init__(self) -> None:
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _blank_url(cls, v: Any) -> Any:
+        return v or None
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("is not an IANA timezone name") from None
+        return v
+
+    @field_validator("start_date", mode="before")
+    @classmethod
+    def _date(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                return date.fromisoformat(v)
+            except ValueError:
+                raise ValueError("is not a date (YYYY-MM-DD)") from None
+        return v
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source(cls, v: Any) -> Any:
+        if isinstance(v, (str, Path)):
+            if not str(v):
+                return None
+            try:
+                return load_source_config(v)
+            except SourceConfigError as exc:
+                raise ValueError(f"USAGE_ETL_SOURCE_CONFIG: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _mirror_source(self) -> Settings:
         if self.source is not None:
             object.__setattr__(self, "source_schema", self.source.schema_name)
             object.__setattr__(self, "source_table", self.source.table)
             object.__setattr__(self, "source_columns", _mirror(self.source))
+        return self
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with `changes` applied and validated again (the environment is not re-read)."""
+        data = dict(changes)
+        fields = {k: getattr(self, k) for k in type(self).model_fields}
+        if "source" not in data and self.source is None:
+            fields.pop("source_columns")
+        return type(self).model_validate({**fields, **data})
 
     @property
     def tz(self) -> ZoneInfo:
@@ -80,41 +249,45 @@ class Settings:
             metadata=c.metadata or "metadata",
         )
 
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
-        """Build settings from `env` (default: os.environ after loading `.env`).
 
-        Raises ConfigError naming the variable when a value is malformed.
-        """
-        if env is None:
-            _load_dotenv()
-            env = dict(os.environ)
-        tz = env.get("USAGE_ETL_TIMEZONE", "UTC")
-        try:
-            ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ConfigError(f"USAGE_ETL_TIMEZONE={tz!r} is not an IANA timezone name") from exc
-        start = env.get("USAGE_ETL_START_DATE", "2026-01-01")
-        try:
-            start_date = date.fromisoformat(start)
-        except ValueError as exc:
-            raise ConfigError(f"USAGE_ETL_START_DATE={start!r} is not a date (YYYY-MM-DD)") from exc
-        source = None
-        if env.get("USAGE_ETL_SOURCE_CONFIG"):
-            try:
-                source = load_source_config(env["USAGE_ETL_SOURCE_CONFIG"])
-            except SourceConfigError as exc:
-                raise ConfigError(f"USAGE_ETL_SOURCE_CONFIG: {exc}") from None
-        return cls(
-            source=source,
-            database_url=env.get("USAGE_ETL_DATABASE_URL") or None,
-            schema=env.get("USAGE_ETL_SCHEMA", "public"),
-            source_schema=env.get("USAGE_ETL_SOURCE_SCHEMA", "public"),
-            source_table=env.get("USAGE_ETL_SOURCE_TABLE", "chat_messages"),
-            timezone=tz,
-            start_date=start_date,
-            data_dir=Path(env.get("USAGE_ETL_DATA_DIR", ".usage_etl")),
-        )
+class AutomationSettings(_EnvModel):
+    """Orchestration settings.
+
+    | variable | default | meaning |
+    |---|---|---|
+    | USAGE_ETL_NIGHTLY_CRON | 0 1 * * * | nightly tick, business timezone |
+    | USAGE_ETL_FRESH_BY_CRON | 0 2 * * * | deadline by which the daily asset is expected fresh |
+    | USAGE_ETL_LATE_DATA_LOOKBACK_DAYS | 7 | days before today checked for late-arriving data (>= 1) |
+    | USAGE_ETL_LATE_DATA_INTERVAL_SECONDS | 3600 | how often the late-data sensor runs (>= 30) |
+    | USAGE_ETL_BACKFILL_BATCH_SIZE | 30 | partitions per run in a backfill (0: whole range in one run) |
+    | USAGE_ETL_RETRY_MAX | 3 | retries of a step after a transient database error |
+    | USAGE_ETL_RETRY_DELAY_SECONDS | 30 | first retry delay, doubled each time (jittered) |
+    | USAGE_ETL_PARTITION_WORKERS | 1 | partitions of one run processed at once (threads, one connection each) |
+    """
+
+    nightly_cron: str = "0 1 * * *"
+    fresh_by_cron: str = "0 2 * * *"
+    late_data_lookback_days: int = Field(7, ge=1)
+    late_data_interval_seconds: int = Field(3600, ge=30)
+    batch_size: int = Field(30, ge=0, validation_alias="USAGE_ETL_BACKFILL_BATCH_SIZE")
+    retry_max: int = Field(3, ge=0)
+    retry_delay_seconds: float = Field(30.0, ge=0)
+    partition_workers: int = Field(1, ge=1)
+
+    _check_cron = field_validator("nightly_cron", "fresh_by_cron")(lambda cls, v: _cron(v))
+
+
+class Thresholds(_EnvModel):
+    """WARN thresholds of the integrity checks, as fractions (0.001 = 0.1%).
+
+    | variable | default | meaning |
+    |---|---|---|
+    | USAGE_ETL_MAX_UNPRICED_SHARE | 0.001 | share of messages without a price above which pricing_coverage warns |
+    | USAGE_ETL_MAX_QUARANTINE_SHARE | 0.01 | share of raw rows quarantined above which quarantine_rate warns |
+    """
+
+    max_unpriced_share: float = DEFAULT_MAX_UNPRICED_SHARE
+    max_quarantine_share: float = DEFAULT_MAX_QUARANTINE_SHARE
 
 
 def _mirror(src: SourceConfig) -> SourceColumns:
@@ -128,15 +301,3 @@ def _mirror(src: SourceConfig) -> SourceColumns:
         id=c.id, user_id=plain(c.user), conversation_id=plain(c.conversation), agent_id=plain(c.agent),
         model=plain(c.model), created_at=c.time, metadata=usage.column if usage is not None else None,
     )
-
-
-def _load_dotenv() -> None:
-    # `dagster dev` reads .env itself; the CLI gets the same behaviour here. USAGE_ETL_DOTENV=0
-    # turns it off (the tests do, so a demo's .env cannot change what they see).
-    if os.environ.get("USAGE_ETL_DOTENV") == "0":
-        return
-    try:
-        from dotenv import load_dotenv
-    except ImportError:  # python-dotenv comes with dagster; stay usable without it
-        return
-    load_dotenv(Path.cwd() / ".env", override=False)

@@ -26,6 +26,8 @@ from typing import Any
 
 import polars as pl
 
+from usage_etl.settings import DEFAULT_MAX_QUARANTINE_SHARE, DEFAULT_MAX_UNPRICED_SHARE
+
 TOKENS = [
     "input_tokens",
     "cache_creation_input_tokens",
@@ -54,8 +56,6 @@ BY_MODEL_SCHEMA: dict[str, pl.DataType] = {"model": pl.String(), **SUMMARY_SCHEM
 EXPECTED_SCHEMA: dict[str, pl.DataType] = {"user_id": pl.String(), **{c: pl.Int64() for c in RECONCILED}}
 
 MAX_EXAMPLES = 10  # rows of examples kept in a failure's metadata
-DEFAULT_MAX_UNPRICED_SHARE = 0.001
-DEFAULT_MAX_QUARANTINE_SHARE = 0.01
 
 
 class Severity(str, Enum):

@@ -15,9 +15,7 @@ quarantine rows. It shares no Polars code with the summaries it checks.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 import polars as pl
@@ -27,7 +25,7 @@ from usage_etl import store
 from usage_etl.checks import rules as checks
 from usage_etl.defs import partitions
 from usage_etl.checks.rules import CheckOutcome
-from usage_etl.settings import ConfigError, Settings
+from usage_etl.settings import Settings, Thresholds
 from usage_etl.sources.postgres import source_name
 from usage_etl.frames import MAX_TOKENS_PER_FIELD
 from usage_etl.sources.postgres import TOKEN_SLOTS, source_table, window_query
@@ -39,27 +37,6 @@ from usage_etl.sources.postgres import TOKEN_SLOTS, source_table, window_query
 _INT = r"\s*-?[0-9]{1,18}(\.0*)?\s*"
 _ALL_INTEGERS = rf"^({_INT}(,{_INT})*)?$"
 _DAY_FORMAT = "YYYY-MM-DD"  # = the daily partition key format
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """WARN thresholds as fractions (0.001 = 0.1%)."""
-
-    max_unpriced_share: float = checks.DEFAULT_MAX_UNPRICED_SHARE
-    max_quarantine_share: float = checks.DEFAULT_MAX_QUARANTINE_SHARE
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Thresholds:
-        """USAGE_ETL_MAX_UNPRICED_SHARE, USAGE_ETL_MAX_QUARANTINE_SHARE. Raises ConfigError if not a number."""
-        env = os.environ if env is None else env
-        values = {}
-        for name, var in (("max_unpriced_share", "USAGE_ETL_MAX_UNPRICED_SHARE"), ("max_quarantine_share", "USAGE_ETL_MAX_QUARANTINE_SHARE")):
-            if var in env:
-                try:
-                    values[name] = float(env[var])
-                except ValueError as exc:
-                    raise ConfigError(f"{var}={env[var]!r} is not a number") from exc
-        return cls(**values)
 
 
 def _local_date(settings: Settings, ts: sa.ColumnElement) -> sa.ColumnElement:

@@ -44,7 +44,7 @@ def backfill(start: datetime | None, end: datetime | None, granularity: str, bat
     import uuid
 
     from usage_etl.defs import runs
-    from usage_etl.defs.automation import AutomationSettings
+    from usage_etl.settings import AutomationSettings
 
     settings = common.settings()
     try:
@@ -117,13 +117,14 @@ def check(start: datetime | None, end: datetime | None, granularity: str) -> Non
     failed. Completeness reads materialized partitions from the Dagster instance (DAGSTER_HOME).
     """
     from usage_etl.checks import runner as check_runner
+    from usage_etl.settings import Thresholds
     from usage_etl.defs import runs
 
     settings = common.settings()
     engine, _ = common.engine(settings)
     first, last = common.day_range(runs.PARTITIONS["daily"], start, end)
     try:
-        thresholds = check_runner.Thresholds.from_env()
+        thresholds = Thresholds.from_env()
     except common.ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     materialized = runs.instance().get_materialized_partitions(runs.USAGE_ASSETS[0].key)

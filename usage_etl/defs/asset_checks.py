@@ -40,7 +40,7 @@ from dagster._core.event_api import PartitionKeyFilter  # not exported; the stor
 
 from usage_etl.checks import runner as check_runner
 from usage_etl.checks import rules as checks
-from usage_etl.settings import Settings
+from usage_etl.settings import Settings, Thresholds
 
 _SEVERITY = {checks.Severity.ERROR: dg.AssetCheckSeverity.ERROR, checks.Severity.WARN: dg.AssetCheckSeverity.WARN}
 
@@ -128,7 +128,7 @@ class PendingChecks:
     recording the materialization, instead of adding to the step's time."""
 
     def __init__(self, context: dg.AssetExecutionContext, engine: sa.Engine, settings: Settings, period_type: str,
-                 daily_key: dg.AssetKey, thresholds: check_runner.Thresholds | None) -> None:
+                 daily_key: dg.AssetKey, thresholds: Thresholds | None) -> None:
         self.context, self.period_type = context, period_type
         self.asset_key = context.asset_key
         self.selected = dg.AssetCheckKey(self.asset_key, CHECK) in context.selected_asset_check_keys
@@ -139,7 +139,7 @@ class PendingChecks:
         run_keys = context.partition_keys
         # This run's partitions count as materialized: they are, by the time the result is read.
         self._materialized = (context.instance.get_materialized_partitions(daily_key) | set(run_keys)) if period_type == "daily" else set()
-        self._thresholds = thresholds or check_runner.Thresholds.from_env()
+        self._thresholds = thresholds or Thresholds.from_env()
         self._engine, self._settings = engine, settings
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage_etl_checks")
 
@@ -183,7 +183,7 @@ def start(
     settings: Settings,
     period_type: str,
     daily_key: dg.AssetKey,
-    thresholds: check_runner.Thresholds | None = None,
+    thresholds: Thresholds | None = None,
 ) -> PendingChecks:
     """Prepare the rules of the run's partitions: call `pending.submit(key)` as each partition is
     written, then `yield from pending.evaluations()` after the `MaterializeResult`.

@@ -20,7 +20,7 @@ from usage_etl.defs import late_data
 from usage_etl.defs import partitions
 from usage_etl.pricing import provenance
 from usage_etl.defs.claude_code import build_claude_code_asset
-from usage_etl.settings import Settings
+from usage_etl.settings import AutomationSettings, Settings
 from usage_etl.pricing.book import PriceBook, load_price_book
 from usage_etl.defs.resources import PostgresResource
 from usage_etl.sources.mapping_check import check_source
@@ -112,7 +112,7 @@ def _run_each(
 
 
 def build_assets(
-    settings: Settings, book: PriceBook | None = None, *, auto: automation.AutomationSettings | None = None
+    settings: Settings, book: PriceBook | None = None, *, auto: AutomationSettings | None = None
 ) -> list[dg.AssetsDefinition]:
     """The daily, weekly and monthly assets for `settings` (timezone, start date, schemas, source
     mapping) and `auto` (automation, retries, batch size; default: from the environment), then the
@@ -123,7 +123,7 @@ def build_assets(
     and sets the daily asset's code version, so a changed book marks its partitions stale.
     Raises PriceBookError for an invalid book.
     """
-    auto = auto or automation.AutomationSettings.from_env()
+    auto = auto or AutomationSettings.from_env()
     PARTITIONS = partitions.build(settings)
     book = load_price_book() if book is None else book
     ingest = build_claude_code_asset(settings, GROUP)

@@ -30,9 +30,7 @@ launch the day, its week and its month as three separate runs racing each other.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -42,10 +40,10 @@ from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraph
 from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
 from dagster._core.storage.partition_status_cache import AssetPartitionStatus
 from dagster._time import get_current_datetime
-from dagster._utils.schedules import get_latest_completed_cron_tick, is_valid_cron_string
+from dagster._utils.schedules import get_latest_completed_cron_tick
 
 from usage_etl.defs import asset_checks
-from usage_etl.settings import ConfigError, Settings
+from usage_etl.settings import AutomationSettings, Settings
 
 AC = dg.AutomationCondition
 GRANULARITIES = ("daily", "weekly", "monthly")
@@ -53,65 +51,6 @@ ASSET_KEYS = {g: dg.AssetKey(f"{g}_user_usage") for g in GRANULARITIES}
 TARGET = dg.AssetSelection.assets(*ASSET_KEYS.values())
 NIGHTLY_SENSOR = "usage_etl_nightly"
 AUTOMATION_SENSOR = "usage_etl_automation"
-
-
-@dataclass(frozen=True)
-class AutomationSettings:
-    """Orchestration settings, from the environment.
-
-    | variable | default | meaning |
-    |---|---|---|
-    | USAGE_ETL_NIGHTLY_CRON | 0 1 * * * | nightly tick, business timezone |
-    | USAGE_ETL_FRESH_BY_CRON | 0 2 * * * | deadline by which the daily asset is expected fresh |
-    | USAGE_ETL_LATE_DATA_LOOKBACK_DAYS | 7 | days before today checked for late-arriving data |
-    | USAGE_ETL_LATE_DATA_INTERVAL_SECONDS | 3600 | how often the late-data sensor runs |
-    | USAGE_ETL_BACKFILL_BATCH_SIZE | 30 | partitions per run in a backfill (0: whole range in one run) |
-    | USAGE_ETL_RETRY_MAX | 3 | retries of a step after a transient database error |
-    | USAGE_ETL_RETRY_DELAY_SECONDS | 30 | first retry delay, doubled each time (jittered) |
-    | USAGE_ETL_PARTITION_WORKERS | 1 | partitions of one run processed at once (threads, one connection each) |
-    """
-
-    nightly_cron: str = "0 1 * * *"
-    fresh_by_cron: str = "0 2 * * *"
-    late_data_lookback_days: int = 7
-    late_data_interval_seconds: int = 3600
-    batch_size: int = 30
-    retry_max: int = 3
-    retry_delay_seconds: float = 30.0
-    partition_workers: int = 1
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "AutomationSettings":
-        """Raises ConfigError naming the variable when a value is malformed."""
-        env = dict(os.environ) if env is None else env
-        d = cls()
-
-        def cron(name: str, default: str) -> str:
-            value = env.get(name, default)
-            if not is_valid_cron_string(value):
-                raise ConfigError(f"{name}={value!r} is not a cron expression")
-            return value
-
-        def number(name: str, default, kind=int, minimum=0):
-            raw = env.get(name)
-            try:
-                value = kind(raw) if raw is not None else default
-            except ValueError as exc:
-                raise ConfigError(f"{name}={raw!r} is not a number") from exc
-            if value < minimum:
-                raise ConfigError(f"{name}={raw!r} must be >= {minimum}")
-            return value
-
-        return cls(
-            nightly_cron=cron("USAGE_ETL_NIGHTLY_CRON", d.nightly_cron),
-            fresh_by_cron=cron("USAGE_ETL_FRESH_BY_CRON", d.fresh_by_cron),
-            late_data_lookback_days=number("USAGE_ETL_LATE_DATA_LOOKBACK_DAYS", d.late_data_lookback_days, minimum=1),
-            late_data_interval_seconds=number("USAGE_ETL_LATE_DATA_INTERVAL_SECONDS", d.late_data_interval_seconds, minimum=30),
-            batch_size=number("USAGE_ETL_BACKFILL_BATCH_SIZE", d.batch_size),
-            retry_max=number("USAGE_ETL_RETRY_MAX", d.retry_max),
-            retry_delay_seconds=number("USAGE_ETL_RETRY_DELAY_SECONDS", d.retry_delay_seconds, float),
-            partition_workers=number("USAGE_ETL_PARTITION_WORKERS", d.partition_workers, minimum=1),
-        )
 
 
 # --- which partitions to run --------------------------------------------------------------------

@@ -6,8 +6,9 @@ from usage_etl.defs import automation
 from usage_etl.defs import late_data
 from usage_etl.defs.assets import PARTITIONS, SETTINGS, USAGE_ASSETS
 from usage_etl.defs.resources import PostgresResource
+from usage_etl.settings import AutomationSettings
 
-AUTOMATION = automation.AutomationSettings.from_env()
+AUTOMATION = AutomationSettings.from_env()
 
 defs = dg.Definitions(
     assets=[late_data.raw_asset(SETTINGS, PARTITIONS["daily"]), *USAGE_ASSETS],

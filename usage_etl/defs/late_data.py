@@ -24,7 +24,7 @@ from dagster._time import get_current_datetime
 from usage_etl.sources import fingerprint
 from usage_etl.sources.postgres import source_name
 from usage_etl.defs import automation
-from usage_etl.defs.automation import AutomationSettings
+from usage_etl.settings import AutomationSettings
 from usage_etl.settings import Settings
 from usage_etl.defs.resources import PostgresResource
 

@@ -16,7 +16,7 @@ class PostgresResource(dg.ConfigurableResource):
 
     def url(self) -> sa.URL:
         base = Settings.from_env()
-        return database_url(Settings(**{**base.__dict__, "database_url": self.database_url or base.database_url}))
+        return database_url(base.replace(database_url=self.database_url) if self.database_url else base)
 
     @property
     def engine(self) -> sa.Engine:
