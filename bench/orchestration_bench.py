@@ -55,7 +55,11 @@ def main() -> None:
 
 def _run(args, url: sa.URL) -> None:
     import dagster as dg
-    from dagster._core.test_utils import freeze_time, instance_for_test
+    import time_machine
+    from dagster import instance_for_test
+
+    def freeze_time(t):
+        return time_machine.travel(t, tick=False)
 
     from usage_etl import migrations, sample
     from usage_etl.defs import assets

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 import sqlalchemy as sa
-from dagster._core.test_utils import freeze_time
+import time_machine
 
 from usage_etl import sample
 from usage_etl.defs import assets
@@ -18,6 +18,11 @@ from usage_etl.defs import late_data
 from usage_etl.defs import partitions
 from usage_etl.settings import Settings
 from usage_etl.defs.resources import PostgresResource
+
+
+def freeze_time(when: datetime):
+    """Freeze the clock (Python's, hence Dagster's and the sensors') at `when`."""
+    return time_machine.travel(when, tick=False)
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
@@ -78,8 +83,7 @@ class Location:
 
     def submit(self, inst: dg.DagsterInstance, result: dg.SensorResult) -> str:
         """Store the sensor's backfill request in the instance, as the sensor daemon does."""
-        from dagster._core.execution.backfill import PartitionBackfill
-        from dagster._core.utils import make_new_backfill_id
+        from usage_etl.defs.dagster_internals import PartitionBackfill, make_new_backfill_id
 
         [request] = result.run_requests
         backfill_id = make_new_backfill_id()

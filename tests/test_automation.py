@@ -8,8 +8,8 @@ from datetime import date
 import dagster as dg
 import polars as pl
 import pytest
-from dagster._core.test_utils import freeze_time, instance_for_test
-from orchestration_helpers import Location, insert, message, utc
+from dagster import instance_for_test
+from orchestration_helpers import Location, freeze_time, insert, message, utc
 
 from usage_etl import store
 from usage_etl.defs import automation

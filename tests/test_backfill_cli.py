@@ -9,7 +9,7 @@ from datetime import date, timedelta
 import dagster as dg
 import pytest
 from click.testing import CliRunner
-from dagster._core.execution.backfill import BulkActionStatus
+from usage_etl.defs.dagster_internals import BulkActionStatus
 from orchestration_helpers import insert, message, totals, user_id, utc
 
 from usage_etl.defs import partitions
@@ -112,9 +112,9 @@ def test_daemon_accepts_a_backfill_with_the_week_and_month_in_progress(db_url):
     import logging
     from pathlib import Path
 
-    from dagster._core.test_utils import create_test_daemon_workspace_context, instance_for_test
-    from dagster._core.workspace.load_target import ModuleTarget
-    from dagster._daemon.backfill import execute_backfill_iteration
+    from dagster import instance_for_test
+
+    from usage_etl.defs.dagster_internals import ModuleTarget, create_test_daemon_workspace_context, execute_backfill_iteration
 
     daily = runs.PARTITIONS["daily"]
     last = daily.get_last_partition_key()  # yesterday: its week and month are in progress (unless they end with it)

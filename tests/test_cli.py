@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import dagster as dg
 from click.testing import CliRunner
-from dagster._core.run_coordinator import QueuedRunCoordinator
 
 from usage_etl.defs import runs
 from usage_etl.cli import main
@@ -39,7 +39,7 @@ def test_instance_seeds_a_missing_dagster_yaml_from_the_local_config(tmp_path, m
     try:
         assert (home / "dagster.yaml").read_text() == (ROOT / "deploy" / "dagster.local.yaml").read_text()
         assert [p.name for p in home.iterdir() if p.name.startswith(".dagster.yaml")] == []  # no partial copy left
-        assert isinstance(inst.run_coordinator, QueuedRunCoordinator)
+        assert isinstance(inst.run_coordinator, dg.QueuedRunCoordinator)
         assert inst.get_concurrency_config().pool_config.default_pool_limit == 1
         assert not inst.telemetry_enabled
     finally:

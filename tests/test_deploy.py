@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.run_coordinator import QueuedRunCoordinator
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +25,7 @@ def test_production_instance_config_uses_postgres_queue_and_pools(db_url, tmp_pa
     try:
         assert type(inst.run_storage).__name__ == "PostgresRunStorage"
         assert type(inst.event_log_storage).__name__ == "PostgresEventLogStorage"
-        assert isinstance(inst.run_coordinator, QueuedRunCoordinator)
+        assert isinstance(inst.run_coordinator, dg.QueuedRunCoordinator)
         queue = inst.get_concurrency_config().run_queue_config
         assert queue.max_concurrent_runs == 4
         assert queue.tag_concurrency_limits == [{"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import polars as pl
 import sqlalchemy as sa
-from dagster._core.test_utils import freeze_time, instance_for_test
-from orchestration_helpers import Location, insert, message, totals, user_id, utc
+from dagster import instance_for_test
+from orchestration_helpers import Location, freeze_time, insert, message, totals, user_id, utc
 
 from usage_etl import pipeline
 from usage_etl.defs import late_data

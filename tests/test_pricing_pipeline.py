@@ -13,8 +13,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from dagster._core.definitions.data_version import StaleStatus
-from dagster._utils.test.data_versions import get_stale_status_resolver
+from usage_etl.defs.dagster_internals import StaleStatus, get_stale_status_resolver
 
 from tests.rows import anthropic, insert, msg, openai, uid, utc
 from usage_etl import pipeline, reports

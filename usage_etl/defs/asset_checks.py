@@ -33,13 +33,10 @@ from typing import Any
 import dagster as dg
 import polars as pl
 import sqlalchemy as sa
-from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-    AssetCheckEvaluationTargetMaterializationData,  # not exported; what AssetCheckResult fills in itself
-)
-from dagster._core.event_api import PartitionKeyFilter  # not exported; the storage API's partition filter
 
 from usage_etl.checks import runner as check_runner
 from usage_etl.checks import rules as checks
+from usage_etl.defs.dagster_internals import AssetCheckEvaluationTargetMaterializationData, PartitionKeyFilter
 from usage_etl.settings import Settings, Thresholds
 
 _SEVERITY = {checks.Severity.ERROR: dg.AssetCheckSeverity.ERROR, checks.Severity.WARN: dg.AssetCheckSeverity.WARN}

@@ -31,18 +31,14 @@ launch the day, its week and its month as three separate runs racing each other.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 import polars as pl
-from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
-from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
-from dagster._core.storage.partition_status_cache import AssetPartitionStatus
-from dagster._time import get_current_datetime
-from dagster._utils.schedules import get_latest_completed_cron_tick
 
 from usage_etl.defs import asset_checks
+from usage_etl.defs.dagster_internals import AssetGraphSubset, BulkActionsFilter, BulkActionStatus
 from usage_etl.settings import AutomationSettings, Settings
 
 AC = dg.AutomationCondition
@@ -59,7 +55,7 @@ AUTOMATION_SENSOR = "usage_etl_automation"
 # but the latest `integrity` check of the partition failed with ERROR.
 STATUS_SCHEMA = {"key": pl.String(), "status": pl.String()}
 REDO = ["failed", "check_failed"]
-_STATUS_NAMES = {AssetPartitionStatus.MATERIALIZED: "materialized", AssetPartitionStatus.FAILED: "failed", AssetPartitionStatus.IN_PROGRESS: "running"}
+_STATUS_NAMES = {dg.AssetPartitionStatus.MATERIALIZED: "materialized", dg.AssetPartitionStatus.FAILED: "failed", dg.AssetPartitionStatus.IN_PROGRESS: "running"}
 
 
 def plan(daily: pl.DataFrame, weekly: pl.DataFrame, monthly: pl.DataFrame, *, missing: bool, days: Iterable[str] = ()) -> dict[str, list[str]]:
@@ -138,8 +134,8 @@ def build_nightly_sensor(settings: Settings, auto: AutomationSettings, parts: di
         "since the start date, then the weeks and months over them.",
     )
     def usage_etl_nightly(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        now = get_current_datetime()
-        tick = get_latest_completed_cron_tick(auto.nightly_cron, now, settings.timezone)
+        now = datetime.now(timezone.utc)
+        tick = latest_tick(auto.nightly_cron, now, settings.timezone)
         cursor = now.isoformat()
         if not context.cursor:
             return dg.SensorResult(skip_reason="first evaluation: catch-up starts at the next nightly tick", cursor=cursor)
@@ -203,13 +199,28 @@ def backfill_policy(auto: AutomationSettings) -> dg.BackfillPolicy:
     return dg.BackfillPolicy.multi_run(max_partitions_per_run=auto.batch_size)
 
 
+_TICK_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+
+
+def latest_tick(cron: str, now: datetime, tz: str, lookback: timedelta = timedelta(days=62)) -> datetime:
+    """The latest tick of `cron` (in `tz`) at or before `now`, as Dagster computes it.
+
+    Public API only: the period in progress of a cron-partitioned definition (end_offset=1) starts
+    at the latest tick, DST transitions handled as in Dagster's schedules. `lookback` must hold at
+    least one tick (62 days covers monthly crons).
+    """
+    start = (now - lookback).astimezone(ZoneInfo(tz)).strftime(_TICK_FORMAT)
+    pdef = dg.TimeWindowPartitionsDefinition(start=start, cron_schedule=cron, timezone=tz, fmt=_TICK_FORMAT, end_offset=1)
+    return datetime.strptime(pdef.get_partition_keys(current_time=now)[-1], _TICK_FORMAT)
+
+
 def freshness_policy(settings: Settings, auto: AutomationSettings) -> dg.FreshnessPolicy:
     """Fresh when materialized between the nightly tick and the deadline (01:00-02:00 by default):
     an asset still carrying yesterday's materialization at 02:00 shows as failing freshness."""
     tz = settings.timezone
     # any ordinary day serves to measure the gap between the nightly tick and the deadline
-    deadline = get_latest_completed_cron_tick(auto.fresh_by_cron, datetime(2026, 1, 15, 12, tzinfo=ZoneInfo(tz)), tz)
-    nightly = get_latest_completed_cron_tick(auto.nightly_cron, deadline - timedelta(seconds=1), tz)
+    deadline = latest_tick(auto.fresh_by_cron, datetime(2026, 1, 15, 12, tzinfo=ZoneInfo(tz)), tz)
+    nightly = latest_tick(auto.nightly_cron, deadline - timedelta(seconds=1), tz)
     return dg.FreshnessPolicy.cron(deadline_cron=auto.fresh_by_cron, lower_bound_delta=deadline - nightly, timezone=tz)
 
 

@@ -13,13 +13,11 @@ fingerprint as data version), so the UI shows what changed and when.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import dagster as dg
 import polars as pl
 import sqlalchemy as sa
-from dagster._core.definitions.data_version import DATA_VERSION_TAG
-from dagster._time import get_current_datetime
 
 from usage_etl.sources import fingerprint
 from usage_etl.sources.postgres import source_name
@@ -28,6 +26,7 @@ from usage_etl.settings import AutomationSettings
 from usage_etl.settings import Settings
 from usage_etl.defs.resources import PostgresResource
 
+DATA_VERSION_TAG = "dagster/data_version"  # the tag Dagster reads a data version from (no public constant)
 RAW_KEY = dg.AssetKey("raw_messages")
 SENSOR_NAME = "usage_etl_late_data"
 def raw_asset(settings: Settings, partitions_def: dg.PartitionsDefinition) -> dg.AssetSpec:
@@ -81,7 +80,7 @@ def build_sensor(settings: Settings, auto: AutomationSettings, parts: dict[str, 
         f"{auto.late_data_lookback_days} days with the one recorded when each day was materialized.",
     )
     def usage_etl_late_data(context: dg.SensorEvaluationContext, db: PostgresResource) -> dg.SensorResult:
-        now = get_current_datetime(settings.timezone)
+        now = datetime.now(settings.tz)
         since = max(now.date() - timedelta(days=auto.late_data_lookback_days), settings.start_date)
         src = settings.source_config
         if not sa.inspect(db.engine).has_table(src.table, schema=src.schema_name):

@@ -113,9 +113,7 @@ def submit_backfill(keys: dict[str, list[str]], *, inst: dg.DagsterInstance, tag
     """
     import time
 
-    from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
-    from dagster._core.execution.backfill import PartitionBackfill
-    from dagster._core.utils import make_new_backfill_id
+    from usage_etl.defs.dagster_internals import AssetGraphSubset, PartitionBackfill, make_new_backfill_id
 
     by_name = {a.key.path[-1]: a.key for a in USAGE_ASSETS}
     subset = AssetGraphSubset(
