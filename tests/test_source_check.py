@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from usage_helpers import EXAMPLES, SEED_SQL, materialize, run_sql_file, settings_for
 
-from usage_etl.sources.config import parse_source_config
+from usage_etl.source_config import parse_source_config
 from usage_etl.sources.mapping_check import MappingError, check_source
 
 U1 = "aaaaaaaa-0000-4000-8000-000000000001"

@@ -8,7 +8,7 @@ import pytest
 from usage_helpers import EXAMPLES, example
 
 from usage_etl.settings import ConfigError, Settings, SourceColumns
-from usage_etl.sources.config import FieldRef, SourceConfig, SourceConfigError, load_source_config, parse_source_config
+from usage_etl.source_config import FieldRef, SourceConfig, SourceConfigError, load_source_config, parse_source_config
 
 MINIMAL = {"columns": {"id": "id", "time": "t", "user": "u"}, "tokens": {"semantics": "flat"}}
 

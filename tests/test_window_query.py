@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from usage_helpers import settings_for
 
-from usage_etl.sources.config import parse_source_config
+from usage_etl.source_config import parse_source_config
 from usage_etl.sources.mapping_check import check_source
 from usage_etl.sources.postgres import read_window
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from usage_etl.defs.assets import build_assets
 from usage_etl.settings import Settings
 from usage_etl.defs.resources import PostgresResource
-from usage_etl.sources.config import SourceConfig, load_source_config
+from usage_etl.source_config import SourceConfig, load_source_config
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from usage_etl.frames import CANONICAL_SCHEMA, DIMENSION_PREFIX, MAX_TOKENS_PER_FIELD, TOKEN_COLUMNS
-from usage_etl.sources.config import DEFAULT_ERROR_VALUES, REQUIRED_ANY, SEMANTIC_FIELDS
+from usage_etl.source_config import DEFAULT_ERROR_VALUES, REQUIRED_ANY, SEMANTIC_FIELDS
 from usage_etl.sources.postgres import TOKEN_SLOTS
 
 QUARANTINE_SCHEMA: dict[str, pl.DataType] = {

@@ -36,7 +36,7 @@ import cronsim
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
-from usage_etl.sources.config import SourceConfig, SourceConfigError, load_source_config
+from usage_etl.source_config import SourceConfig, SourceConfigError, load_source_config
 
 PREFIX = "USAGE_ETL_"
 DEFAULT_MAX_UNPRICED_SHARE = 0.001  # 0.1% of messages
@@ -177,7 +177,7 @@ class Settings(_EnvModel):
     timezone: str = "UTC"
     start_date: date = date(2026, 1, 1)
     data_dir: Path = Path(".usage_etl")
-    # The source mapping (sources/config.py), from USAGE_ETL_SOURCE_CONFIG (a file path) or given.
+    # The source mapping (source_config.py), from USAGE_ETL_SOURCE_CONFIG (a file path) or given.
     # None: the default chat_messages mapping over the fields above.
     source: SourceConfig | None = Field(None, validation_alias="USAGE_ETL_SOURCE_CONFIG")
 

@@ -12,7 +12,8 @@ serialize on the lock, so they never interleave or double count.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import polars as pl
 import sqlalchemy as sa
@@ -41,6 +42,22 @@ class Window:
     def days(self) -> tuple[date, date]:
         """First day and the day after the last, as local calendar dates."""
         return self.start.date(), self.end.date()
+
+    @classmethod
+    def of(cls, period_type: str, key: str, tz: ZoneInfo) -> Window:
+        """The window of partition key `key` (its first day, YYYY-MM-DD) of `period_type`: local
+        midnight of that day to local midnight of the next day, ISO week (Monday) or month start.
+        The same calendar as the Dagster partitions definitions (defs/partitions.py)."""
+        first = date.fromisoformat(key)
+        if period_type == "daily":
+            nxt = first + timedelta(days=1)
+        elif period_type == "weekly":
+            nxt = first + timedelta(days=7)
+        elif period_type == "monthly":
+            nxt = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+        else:
+            raise ValueError(f"unknown period type {period_type!r}")
+        return cls(period_type, datetime.combine(first, time(0), tz), datetime.combine(nxt, time(0), tz), key)
 
 
 @dataclass

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import polars as pl
 import sqlalchemy as sa
 
 from usage_etl import store
 from usage_etl.checks import rules as checks
-from usage_etl.defs import partitions
 from usage_etl.checks.rules import CheckOutcome
 from usage_etl.settings import Settings, Thresholds
 from usage_etl.sources.postgres import source_name
@@ -174,8 +173,7 @@ _DUPLICATES_SCHEMA: dict[str, pl.DataType] = {**_DAY_SCHEMA, "message_id": pl.St
 
 
 def _windows(settings: Settings, period_type: str, keys: Sequence[str]) -> tuple[list[store.Window], pl.DataFrame]:
-    pdef = partitions.build(settings)[period_type]
-    wins = [partitions.window(pdef, period_type, k) for k in keys]
+    wins = [store.Window.of(period_type, k, settings.tz) for k in keys]
     frame = pl.DataFrame(
         {
             "partition_key": [w.partition_key for w in wins],
@@ -228,8 +226,10 @@ def _read(conn: sa.Connection, stmt: sa.Select, schema: dict[str, pl.DataType], 
 
 
 def expected_daily_keys(settings: Settings, now: datetime | None = None) -> list[str]:
-    """Daily partition keys from the configured start date to the latest complete day."""
-    return partitions.build(settings)["daily"].get_partition_keys(current_time=now)
+    """Daily partition keys from the configured start date to the latest complete day (business
+    timezone), as the daily partitions definition lists them."""
+    today = (now or datetime.now(settings.tz)).astimezone(settings.tz).date()
+    return [(settings.start_date + timedelta(days=i)).isoformat() for i in range((today - settings.start_date).days)]
 
 
 def evaluate(

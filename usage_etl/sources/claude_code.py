@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from usage_etl import db
-from usage_etl.sources.config import ClaudeCode
+from usage_etl.source_config import ClaudeCode
 from usage_etl.sources import jsonl
 
 MESSAGES_TABLE = "claude_code_messages"

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
 from usage_etl.settings import ConfigError, Settings
-from usage_etl.sources.config import REQUIRED_ANY, SEMANTIC_FIELDS, FieldRef, SourceConfig
+from usage_etl.source_config import REQUIRED_ANY, SEMANTIC_FIELDS, FieldRef, SourceConfig
 from usage_etl.sources.postgres import json_node, field_text, source_table
 
 SAMPLE_ROWS = 10_000  # most recent rows looked at for key paths and value types

@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from usage_etl.frames import DIMENSION_PREFIX
 from usage_etl.settings import Settings
-from usage_etl.sources.config import AUTO_USAGE_FIELDS, RAW_TOKEN_SLOTS, FieldRef, SourceConfig
+from usage_etl.source_config import AUTO_USAGE_FIELDS, RAW_TOKEN_SLOTS, FieldRef, SourceConfig
 
 # Token slots of the raw frame read by `auto` semantics: name -> key path inside the usage object.
 USAGE_FIELDS: dict[str, tuple[str, ...]] = AUTO_USAGE_FIELDS
