@@ -6,6 +6,8 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
+# pytest-xdist workers: each test has its own database, so tests run in parallel safely
+TEST_WORKERS ?= auto
 
 .PHONY: install demo ui test bench stop clean
 
@@ -24,8 +26,8 @@ ui: install  ## the Dagster UI on http://127.0.0.1:3000
 	@mkdir -p $(DAGSTER_HOME) && (test -f $(DAGSTER_HOME)/dagster.yaml || cp deploy/dagster.local.yaml $(DAGSTER_HOME)/dagster.yaml)
 	$(BIN)/dagster dev -w workspace.yaml
 
-test: install  ## pytest against a real PostgreSQL (see README)
-	$(BIN)/python -m pytest -q
+test: install  ## pytest against a real PostgreSQL (see README), TEST_WORKERS (default auto) in parallel
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 bench: install  ## ours vs seed-style and tuned SQL on 5M messages (BENCH_ARGS="--messages N --sizes …"); exit 1 if summaries differ
 	$(BIN)/python bench/compare.py $(BENCH_ARGS)

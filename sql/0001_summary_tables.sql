@@ -1,4 +1,4 @@
--- Summary tables read by dashboards, admins and billing (DESIGN.md §3), plus the internal
+-- Summary tables read by dashboards, admins and billing (docs/architecture.md, "Tables"), plus the internal
 -- conversation-day grain that weeks and months roll up from, and the quarantine of bad raw rows.
 -- Unqualified names: the migration runner sets search_path to the configured schema.
 

@@ -1,5 +1,5 @@
 """Test database: USAGE_ETL_TEST_DATABASE_URL if set, else the server at 127.0.0.1:5432 if it
-answers, else an embedded PostgreSQL (DESIGN.md §5). Each test gets its own database, cloned from
+answers, else an embedded PostgreSQL (docs/architecture.md, "Runtime"). Each test gets its own database, cloned from
 a template that has the migrations applied."""
 
 from __future__ import annotations

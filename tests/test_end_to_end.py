@@ -12,7 +12,7 @@ from usage_etl.defs import runs
 from usage_etl.defs.assets import build_assets
 from usage_etl.defs.resources import PostgresResource
 
-# Plain SQL over chat_messages minus quarantined rows, with the provider semantics of DESIGN.md §2
+# Plain SQL over chat_messages minus quarantined rows, with the provider semantics of docs/architecture.md ("Canonical frame")
 # written out independently of the pipeline. Periods in UTC (the test's timezone).
 EXPECTED = """
 WITH m AS (

@@ -1,6 +1,6 @@
 """Provider token semantics -> the canonical message frame; invalid rows -> quarantine frame.
 
-Canonical frame (DESIGN.md §2), one row per valid message:
+Canonical frame (docs/architecture.md, "Canonical frame"), one row per valid message:
 
 | column | dtype | unit / meaning |
 |---|---|---|
@@ -24,7 +24,7 @@ the usage object (the rules below, in this order); `anthropic`, `openai_chat` an
 (input excludes cache, output includes reasoning, reasoning from `u_reasoning_tokens`) and treats
 an absent field as 0, so a log row counts as a message even when it reports no tokens.
 
-Provider rules (NOTES.md lists the double-counting bugs these avoid):
+Provider rules (each avoids a known double count; docs/architecture.md, "Canonical frame"):
 - OpenAI chat (`prompt_tokens`/`completion_tokens` present): prompt includes cached, completion
   includes reasoning -> input = prompt - cached, cache_read = cached, output = completion.
 - OpenAI responses (`input_tokens_details`/`output_tokens_details` present): input_tokens includes

@@ -10,7 +10,7 @@ A *field reference* (`FieldRef`) says where a value comes from:
   (`path` is dot-separated or a list of keys);
 - `{ value = "claude-sonnet-4-20250514" }` — a constant (e.g. the model of a table that does not log it).
 
-Token semantics (DESIGN.md §2) decide which token fields exist and how they become canonical tokens:
+Token semantics (docs/architecture.md, "Canonical frame") decide which token fields exist and how they become canonical tokens:
 `auto` (detect per row from the usage object: OpenAI chat, OpenAI responses, else Anthropic),
 `anthropic`, `openai_chat`, `openai_responses`, or `flat` (the canonical fields themselves).
 """

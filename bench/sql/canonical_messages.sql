@@ -1,4 +1,4 @@
--- Valid raw messages of [:start, :end) in canonical token semantics (DESIGN.md §2), written in SQL
+-- Valid raw messages of [:start, :end) in canonical token semantics (docs/architecture.md, "Canonical frame"), written in SQL
 -- the way a user of seed 003 would: jsonb fields extracted in the SELECT, provider detected per row,
 -- the same rejection rules as usage_etl.normalize (rejected rows are left out).
 -- Placeholders: {source} (quoted table), :start, :end (timestamptz), :tz (IANA timezone).

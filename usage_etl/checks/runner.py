@@ -51,7 +51,7 @@ def expected_query(settings: Settings, start: Bound, end: Bound, first_day: str 
     quarantined for days in [first_day, end_day) (ISO dates, the same window): day (text
     partition key), user_id, message_count and the token sums of `checks.RECONCILED`.
 
-    Token semantics (DESIGN.md §2), written in SQL: OpenAI chat (prompt/completion present) ->
+    Token semantics (docs/architecture.md, "Canonical frame"), written in SQL: OpenAI chat (prompt/completion present) ->
     input = prompt - cached, cache_read = cached, output = completion, reasoning from its details;
     OpenAI responses (input/output details present) -> input = input - cached, cache_read = cached;
     otherwise Anthropic fields as they are, reasoning 0.

@@ -649,7 +649,7 @@ _COST_INPUTS = (
 def price_messages(frame: pl.LazyFrame, book: PriceBook) -> pl.LazyFrame:
     """Add ``price_model`` (String), ``cost_pico_usd`` (Int64) and ``priced`` (Boolean).
 
-    Input: the canonical message frame (see DESIGN.md §2) with ``cache_creation_1h_input_tokens``;
+    Input: the canonical message frame (docs/architecture.md, "Canonical frame") with ``cache_creation_1h_input_tokens``;
     token fields in tokens, at most ``MAX_TOKENS_PER_FIELD`` each (as normalization guarantees).
     A cost beyond Int64 pico-USD raises ``polars.exceptions.InvalidOperationError`` at collect
     time; it is never wrapped to a wrong value.
