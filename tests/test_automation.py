@@ -184,6 +184,30 @@ def test_a_manually_rerun_day_is_followed_by_its_week_and_month_only(inst):
     assert loc.requested(r) == {"daily": [], "weekly": [], "monthly": []}
 
 
+def test_an_identical_rerun_of_a_day_leaves_its_week_and_month_alone_a_changed_one_rolls_them_up(inst, engine):
+    """Rollups follow the days' grain digests, not the mere fact of a new materialization."""
+    loc = Location(Settings(start_date=date(2026, 10, 1)))  # week 2026-09-28, month 2026-10-01
+    insert(engine, loc.settings, [message(i, 1, utc(2026, 10, i, 10), 100, 10) for i in (1, 2, 3)])
+    with freeze_time(utc(2026, 10, 4, 9)):
+        assert loc.materialize(inst, "daily", ["2026-10-01", "2026-10-03"]).success
+        assert loc.materialize(inst, "weekly", ["2026-09-28", "2026-09-28"]).success
+        assert loc.materialize(inst, "monthly", ["2026-10-01", "2026-10-01"]).success
+    with freeze_time(utc(2026, 10, 4, 9, 5)):
+        r = dg.evaluate_automation_conditions(loc.defs, inst)
+    assert loc.requested(r) == {"daily": [], "weekly": [], "monthly": []}
+    with freeze_time(utc(2026, 10, 4, 9, 10)):
+        assert loc.materialize(inst, "daily", ["2026-10-02", "2026-10-02"]).success  # same rows, same grain
+    with freeze_time(utc(2026, 10, 4, 9, 15)):
+        r = dg.evaluate_automation_conditions(loc.defs, inst, cursor=r.cursor)
+    assert loc.requested(r) == {"daily": [], "weekly": [], "monthly": []}
+    insert(engine, loc.settings, [message(9, 2, utc(2026, 10, 2, 11), 7, 3)])  # late-arriving row
+    with freeze_time(utc(2026, 10, 4, 9, 20)):
+        assert loc.materialize(inst, "daily", ["2026-10-02", "2026-10-02"]).success
+    with freeze_time(utc(2026, 10, 4, 9, 25)):
+        r = dg.evaluate_automation_conditions(loc.defs, inst, cursor=r.cursor)
+    assert loc.requested(r) == {"daily": [], "weekly": ["2026-09-28"], "monthly": ["2026-10-01"]}
+
+
 def test_daily_asset_declares_its_freshness_deadline_and_batching():
     loc = Location(Settings(timezone="Europe/Berlin"), automation.AutomationSettings(nightly_cron="30 0 * * *", fresh_by_cron="0 3 * * *", batch_size=7))
     policy = loc.daily.specs_by_key[loc.daily.key].freshness_policy

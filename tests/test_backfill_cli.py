@@ -49,8 +49,16 @@ def test_ninety_day_backfill_runs_in_batches_recorded_in_the_instance(engine, se
     backfill_id = re.search(r"backfill (\w{8}) done: 5 runs, 107 partitions", lines[-1]).group(1)
 
     inst = dg.DagsterInstance.get()
-    recorded = inst.get_run_records(filters=dg.RunsFilter(tags={"usage_etl/backfill": backfill_id}))
+    recorded = inst.get_run_records(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
     assert len(recorded) == 5 and {r.dagster_run.status for r in recorded} == {dg.DagsterRunStatus.SUCCESS}
+    assert sorted(r.dagster_run.job_name for r in recorded) == ["usage_etl_daily"] * 3 + ["usage_etl_monthly", "usage_etl_weekly"]
+    weekly_run = next(r.dagster_run for r in recorded if r.dagster_run.job_name == "usage_etl_weekly")
+    assert (weekly_run.tags["dagster/asset_partition_range_start"], weekly_run.tags["dagster/asset_partition_range_end"]) == ("2025-12-29", "2026-03-30")
+    # ... and they are one Dagster backfill (the UI's Backfills tab), completed, all 107 partitions
+    [backfill] = inst.get_backfills()
+    assert (backfill.backfill_id, backfill.status, backfill.title) == (backfill_id, BulkActionStatus.COMPLETED_SUCCESS, "usage-etl backfill 2026-01-01..2026-03-31")
+    assert backfill.asset_backfill_data.materialized_subset.num_partitions_and_non_partitioned_assets == 107
+    assert backfill.asset_backfill_data.failed_and_downstream_subset.num_partitions_and_non_partitioned_assets == 0
     assert len(inst.get_materialized_partitions(dg.AssetKey("daily_user_usage"))) == 90
     assert len(inst.get_materialized_partitions(dg.AssetKey("weekly_user_usage"))) == 14
     assert totals(engine, settings, "monthly") == {

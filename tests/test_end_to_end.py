@@ -43,6 +43,25 @@ SELECT user_id, period_type, period_start AT TIME ZONE 'UTC' AS period_start, me
        input_tokens, cache_creation_input_tokens, cache_read_input_tokens, output_tokens, total_tokens
 FROM user_token_usage ORDER BY 1, 2, 3
 """
+# One row per partition: the figures its materialization must carry, from the summary and quarantine.
+PER_PERIOD = """
+WITH s AS (
+    SELECT period_type, to_char(period_start AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS key,
+           count(*)::int AS users, sum(message_count)::int AS messages, sum(input_tokens)::int AS input_tokens,
+           sum(cache_creation_input_tokens)::int AS cache_creation_input_tokens,
+           sum(cache_read_input_tokens)::int AS cache_read_input_tokens, sum(output_tokens)::int AS output_tokens,
+           sum(reasoning_tokens)::int AS reasoning_tokens, sum(total_tokens)::int AS total_tokens,
+           sum(unpriced_message_count)::int AS unpriced_messages
+    FROM user_token_usage GROUP BY 1, 2
+), c AS (  -- exact: the sum of the grain's pico-USD, rounded once (not the sum of rounded rows)
+    SELECT p.period_type, to_char(date_trunc(p.unit, day), 'YYYY-MM-DD') AS key,
+           round(sum(cost_pico_usd) / 1e12, 6)::float8 AS cost_usd
+    FROM user_conversation_day_usage, (VALUES ('daily', 'day'), ('weekly', 'week'), ('monthly', 'month')) AS p(period_type, unit)
+    GROUP BY 1, 2
+), q AS (SELECT partition_key AS key, count(*)::int AS n FROM usage_quarantine GROUP BY 1)
+SELECT s.*, c.cost_usd, CASE WHEN s.period_type = 'daily' THEN coalesce(q.n, 0) ELSE 0 END AS rejected_rows
+FROM s JOIN c USING (period_type, key) LEFT JOIN q ON q.key = s.key
+"""
 SNAPSHOT_TABLES = ["user_token_usage", "user_token_usage_by_model", "user_conversation_day_usage", "usage_quarantine"]
 
 
@@ -79,19 +98,22 @@ def test_sample_month_through_dagster_matches_plain_sql_and_reruns_change_nothin
     # nothing lost: every raw row is aggregated or quarantined
     assert sum(r.message_count for r in actual if r.period_type == "daily") + quarantined == frame.height
 
-    # Dagster recorded per-asset materializations with the figures the UI shows
-    event = instance.get_latest_materialization_event(dg.AssetKey("daily_user_usage"))
-    md = event.asset_materialization.metadata
-    assert md["run_messages"].value == sum(r.message_count for r in actual if r.period_type == "daily")
-    assert md["run_rejected_rows"].value + md["run_messages"].value + md["rows_without_created_at"].value == frame.height
-    assert md["partitions"].value == 12
-    # ... and each day's own figures, as an observation of that partition (the materialization of
-    # a range run is the same for all its partitions)
-    day = next(r for r in actual if r.period_type == "daily" and r.period_start == datetime(2026, 2, 25))
-    obs = instance.fetch_observations(dg.AssetRecordsFilter(dg.AssetKey("daily_user_usage"), asset_partitions=["2026-02-25"]), limit=1).records
-    figures = obs[0].asset_observation.metadata
-    assert figures["messages"].value == sum(r.message_count for r in actual if r.period_type == "daily" and r.period_start == day.period_start)
-    assert figures["users"].value == sum(1 for r in actual if r.period_type == "daily" and r.period_start == day.period_start)
+    # Each partition's latest materialization carries that partition's own figures (the UI's
+    # partition view and plots), equal to plain SQL over the summary table.
+    with engine.connect() as conn:
+        per_period = {(r.period_type, r.key): r for r in conn.execute(sa.text(PER_PERIOD)).all()}
+    for g, asset_key in automation.ASSET_KEYS.items():
+        for key in runs.partition_keys(g, date(2026, 2, 21), date(2026, 3, 4), s):
+            [rec] = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key, asset_partitions=[key]), limit=1).records
+            md = {k: v.value for k, v in rec.asset_materialization.metadata.items()}
+            want = per_period[(g, key)]
+            got = {c: md[c] for c in want._fields if c not in ("period_type", "key")}
+            assert got == {c: getattr(want, c) for c in got}, (g, key)
+            assert md["run_partitions"] == {"daily": 12, "weekly": 3, "monthly": 2}[g]
+    days = {k: v for (g, k), v in per_period.items() if g == "daily"}
+    assert len({v.messages for v in days.values()}) > 1  # distinct points, not one run total
+    daily_md = instance.get_latest_materialization_event(automation.ASSET_KEYS["daily"]).asset_materialization.metadata
+    assert sum(v.messages + v.rejected_rows for v in days.values()) + daily_md["rows_without_created_at"].value == frame.height
 
     before = _snapshot(engine)
     materialize_all()

@@ -182,11 +182,16 @@ def test_price_change_on_the_15th_through_dagster(tz, engine, db_url, settings, 
     ]
 
     # The materializations name the unpriced model and the book that priced the range.
-    md = inst.get_latest_materialization_event(dg.AssetKey("daily_user_usage")).asset_materialization.metadata
-    assert md["unpriced_models"].value == ["acme-llm"]
-    assert md["run_unpriced_messages"].value == 1  # a range run: totals of the run
-    assert md["price_book_version"].value == book.version
-    assert md["run_cost_usd"].value == pytest.approx(0.00849)  # 2790 + 5700 micro-USD
+    # A range run: each day's materialization has that day's own figures.
+    days = {r.asset_materialization.partition: r.asset_materialization.metadata
+            for r in inst.fetch_materializations(dg.AssetKey("daily_user_usage"), limit=100).records}
+    assert sorted(days) == ["2026-03-13", "2026-03-14", "2026-03-15", "2026-03-16", "2026-03-17"]
+    assert days["2026-03-15"]["unpriced_models"].value == ["acme-llm"]
+    assert "unpriced_models" not in days["2026-03-14"]
+    assert {k: md["unpriced_messages"].value for k, md in days.items()} == {"2026-03-13": 0, "2026-03-14": 0, "2026-03-15": 1, "2026-03-16": 0, "2026-03-17": 0}
+    assert {md["price_book_version"].value for md in days.values()} == {book.version}
+    assert sum(md["cost_usd"].value for md in days.values()) == pytest.approx(0.00849)  # 2790 + 5700 micro-USD
+    assert days["2026-03-15"]["cost_usd"].value == pytest.approx(float(Decimal(daily["2026-03-15"]) + Decimal("0.0057")))
     monthly = inst.get_latest_materialization_event(dg.AssetKey("monthly_user_usage")).asset_materialization.metadata
     assert monthly["price_book_versions"].value == [book.version]
     assert monthly["unpriced_models"].value == ["acme-llm"]

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from usage_etl import aggregate, store
 from usage_etl.pricing import provenance
 from usage_etl.settings import Settings
+from usage_etl.frames import TOKEN_COLUMNS
 from usage_etl.normalize import normalize
 from usage_etl.pricing.book import PriceBook, price_messages
 from usage_etl.sources import fingerprint
@@ -32,6 +33,7 @@ class PartitionResult:
     rejected_rows: int = 0  # rows quarantined
     users: int = 0
     total_tokens: int = 0  # tokens
+    token_sums: dict[str, int] = field(default_factory=dict)  # tokens per token column of the summary
     cost_usd: Decimal = Decimal("0")  # USD, priced messages only
     unpriced_messages: int = 0
     unpriced_models: list[str] = field(default_factory=list)
@@ -62,6 +64,7 @@ def _fill_result(result: PartitionResult, user: pl.DataFrame) -> None:
     result.users = user.height
     result.messages = int(user["message_count"].sum())
     result.total_tokens = int(user["total_tokens"].sum())
+    result.token_sums = {c: int(user[c].sum()) for c in TOKEN_COLUMNS if c in user.columns}
     pico = int(user["cost_pico_usd"].sum())
     result.cost_usd = (Decimal(pico) / Decimal(10**12)).quantize(Decimal("0.000001"))
     result.unpriced_messages = int(user["unpriced_message_count"].sum())

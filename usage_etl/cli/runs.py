@@ -41,7 +41,6 @@ def backfill(start: datetime | None, end: datetime | None, granularity: str, bat
     every partition is replaced, never added to.
     """
     import math
-    import uuid
 
     from usage_etl.defs import runs
     from usage_etl.settings import AutomationSettings
@@ -56,13 +55,14 @@ def backfill(start: datetime | None, end: datetime | None, granularity: str, bat
     grains = runs.GRANULARITIES if granularity == "all" else [granularity]
     keys = {g: runs.partition_keys(g, first, last) for g in grains}
     total = sum(len(k) for k in keys.values())
-    backfill_id = uuid.uuid4().hex[:8]
-    tags = {"usage_etl/backfill": backfill_id}
+    title = f"usage-etl backfill {first}..{last}"
     if submit:
-        bid = runs.submit_backfill(keys, inst=inst, tags={"usage_etl/trigger": "cli"}, title=f"usage-etl backfill {first}..{last}")
+        bid = runs.submit_backfill(keys, inst=inst, tags={"usage_etl/trigger": "cli"}, title=title)
         click.echo(f"submitted backfill {bid}: {total} partitions ({common.counts(keys)}) {first}..{last}")
         click.echo(f"the daemon runs it; progress in the UI under /runs/b/{bid} (instance {inst.root_directory})")
         return
+    backfill_id = runs.record_backfill(keys, inst=inst, tags={"usage_etl/trigger": "cli"}, title=title)
+    tags = {"dagster/backfill": backfill_id, "usage_etl/trigger": "cli"}
     n_runs = sum(math.ceil(len(k) / (size or len(k))) for k in keys.values() if k)
     click.echo(
         f"backfill {backfill_id}: {first}..{last}, {total} partitions ({common.counts(keys)}) in {n_runs} runs"
@@ -71,22 +71,28 @@ def backfill(start: datetime | None, end: datetime | None, granularity: str, bat
     t0 = time.perf_counter()
     done = {"runs": 0, "partitions": 0}
     failed: list[str] = []
+    ok: dict[str, list[str]] = {g: [] for g in grains}
 
     def progress(g: str, batch: list[str], result) -> None:
         done["runs"] += 1
         done["partitions"] += len(batch) if result.success else 0
         status = "ok" if result.success else "FAILED"
-        if not result.success:
+        if result.success:
+            ok[g] += batch
+        else:
             failed.append(f"{g} {batch[0]}…{batch[-1]} (run {result.run_id})")
         click.echo(
             f"  {g:<7} {batch[0]}…{batch[-1]} {len(batch):>3} partitions  run {result.run_id[:8]} {status:<6} "
             f"[{done['runs']}/{n_runs} runs, {done['partitions']}/{total} partitions, {time.perf_counter() - t0:.1f}s]"
         )
 
-    for g in grains:
-        runs.materialize_range(g, keys[g], inst=inst, batch_size=size or None, on_batch=progress, tags=tags)
-        if failed:
-            break
+    try:
+        for g in grains:
+            runs.materialize_range(g, keys[g], inst=inst, batch_size=size or None, on_batch=progress, tags=tags)
+            if failed:
+                break
+    finally:  # also on Ctrl-C: the Backfills tab must not show it running forever
+        runs.finish_backfill(backfill_id, ok, {g: [k for k in keys[g] if k not in ok[g]] for g in grains}, inst=inst)
     elapsed = time.perf_counter() - t0
     if failed:
         click.echo(
@@ -96,7 +102,7 @@ def backfill(start: datetime | None, end: datetime | None, granularity: str, bat
         sys.exit(1)
     click.echo(
         f"backfill {backfill_id} done: {done['runs']} runs, {total} partitions in {elapsed:.1f}s "
-        f"({total / elapsed if elapsed else 0:.1f} partitions/s); runs tagged usage_etl/backfill={backfill_id} "
+        f"({total / elapsed if elapsed else 0:.1f} partitions/s); one Dagster backfill (UI: /runs/b/{backfill_id}) "
         f"in {inst.root_directory}"
     )
 

@@ -28,47 +28,33 @@ from usage_etl.sources.mapping_check import check_source
 GROUP = "usage"
 
 
-def _figures(results: Sequence[pipeline.PartitionResult]) -> dict:
-    """The figures the UI shows and plots, summed over `results`: rows_written (summary rows
-    inserted, updated or deleted), users (user-partitions), messages, total_tokens (tokens),
-    cost_usd (USD), unpriced_messages, rejected_rows (quarantined raw rows)."""
-    return {
-        "rows_written": sum(r.rows_written for r in results),
-        "users": sum(r.users for r in results),
-        "messages": sum(r.messages for r in results),
-        "total_tokens": sum(r.total_tokens for r in results),
-        "cost_usd": float(sum(r.cost_usd for r in results)),
-        "unpriced_messages": sum(r.unpriced_messages for r in results),
-        "rejected_rows": sum(r.rejected_rows for r in results),
-    }
-
-
-def _metadata(results: Sequence[pipeline.PartitionResult], extra: dict | None = None) -> dict:
-    """Materialization metadata. Dagster copies a range run's one materialization onto every
-    partition of the range (dagster-io/dagster#18123), so there the totals are named `run_*` and
-    each partition's own figures come as an observation of that partition (`_observations`)."""
-    single = len(results) == 1
-    figures = _figures(results)
-    md: dict = {"dagster/row_count": figures["users"]} if single else {}
-    md.update({k if single else f"run_{k}": v for k, v in figures.items()})
-    md["partitions"] = len(results)
-    models = sorted({m for r in results for m in r.unpriced_models})
-    if models:
-        md["unpriced_models"] = dg.MetadataValue.json(models)
-    md["price_book_versions"] = dg.MetadataValue.json(sorted({v for r in results for v in r.price_book_versions}))
-    if not single:
-        lines = ["| partition | users | messages | total_tokens | cost_usd | rejected |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r.partition_key} | {r.users} | {r.messages} | {r.total_tokens} | {r.cost_usd} | {r.rejected_rows} |" for r in results]
-        md["per_partition"] = dg.MetadataValue.md("\n".join(lines))
-    md.update(extra or {})
+def _figures(r: pipeline.PartitionResult) -> dict:
+    """One partition's own figures, as the UI lists and plots them per partition: users
+    (user-partitions; also `dagster/row_count`), messages, each token column's sum (tokens),
+    total_tokens (tokens), cost_usd (USD), unpriced_messages, rejected_rows (quarantined raw rows),
+    rows_written (summary rows inserted, updated or deleted); for a day also raw_rows and
+    grain_digest (what `automation.DaysChangedSinceRollup` compares)."""
+    md: dict = {"dagster/row_count": r.users, "users": r.users, "messages": r.messages, **r.token_sums}
+    md.update(total_tokens=r.total_tokens, cost_usd=float(r.cost_usd), unpriced_messages=r.unpriced_messages,
+              rejected_rows=r.rejected_rows, rows_written=r.rows_written)
+    if r.unpriced_models:
+        md["unpriced_models"] = dg.MetadataValue.json(r.unpriced_models)
+    md["price_book_versions"] = dg.MetadataValue.json(r.price_book_versions)
+    if r.grain_digest:
+        md["raw_rows"] = r.raw_rows
+        md["grain_digest"] = r.grain_digest
     return md
 
 
-def _observations(key: dg.AssetKey, results: Sequence[pipeline.PartitionResult]) -> list[dg.AssetObservation]:
-    """One observation per partition of a range run, with that partition's own `_figures`."""
-    if len(results) == 1:
-        return []
-    return [dg.AssetObservation(asset_key=key, partition=r.partition_key, metadata=_figures([r])) for r in results]
+def _record(context: dg.AssetExecutionContext, results: Sequence[pipeline.PartitionResult], extra: Callable[[str], dict] | None = None) -> dict:
+    """Attach each partition's own `_figures` to that partition's materialization
+    (`add_asset_metadata(partition_key=...)`: Dagster writes one materialization event per
+    partition of a range run, and partition-scoped metadata overrides the run-wide one), and return
+    the run-wide metadata common to all of them (`run_partitions`, `run_partition_range`)."""
+    for r in results:
+        context.add_asset_metadata({**_figures(r), **(extra(r.partition_key) if extra else {})}, partition_key=r.partition_key)
+    keys = [r.partition_key for r in results]
+    return {"run_partitions": len(keys), "run_partition_range": f"{keys[0]}..{keys[-1]}" if keys else ""}
 
 
 def _run_each(
@@ -158,9 +144,9 @@ def build_assets(
             pending.submit,
         )
         unpartitioned = pipeline.quarantine_unpartitioned(engine, url, settings)
-        yield from _observations(context.asset_key, results)
+        run_wide = _record(context, results)
         yield dg.MaterializeResult(
-            metadata=_metadata(results, {"price_book_version": book.version, "rows_without_created_at": unpartitioned}),
+            metadata={**run_wide, "price_book_version": book.version, "rows_without_created_at": unpartitioned},
             data_version=dg.DataVersion(provenance.data_version(r.grain_digest for r in results)),
         )
         yield from pending.evaluations()
@@ -185,6 +171,8 @@ def build_assets(
             asset_checks.require_daily_checks_passed(context, daily_user_usage.key)
             engine, url = db.engine, db.url()
             pending = asset_checks.start(context, engine, settings, period_type, daily_user_usage.key)
+            # the days' grains as read, taken before the read: a day rewritten meanwhile differs later
+            seen = {k: automation.days_digest(context.instance, daily_user_usage.key, PARTITIONS[period_type], k) for k in context.partition_keys}
             results = _run_each(
                 context,
                 period_type,
@@ -192,8 +180,7 @@ def build_assets(
                 auto.partition_workers,
                 pending.submit,
             )
-            yield from _observations(context.asset_key, results)
-            yield dg.MaterializeResult(metadata=_metadata(results))
+            yield dg.MaterializeResult(metadata=_record(context, results, lambda k: {"daily_grain_digest": seen[k] or ""}))
             yield from pending.evaluations()
 
         return rollup

@@ -176,11 +176,53 @@ class DayCheckFailedWithError(dg.AutomationCondition):
         return dg.AutomationResult(context, context.candidate_subset.compute_intersection(over))
 
 
+def days_digest(instance: dg.DagsterInstance, daily_key: dg.AssetKey, partitions_def: dg.TimeWindowPartitionsDefinition, key: str) -> str | None:
+    """SHA-256 (hex) over the `grain_digest` of each existing day of the week or month `key`, from
+    each day's latest materialization; None when a day has none (never materialized, or recorded
+    without figures), so the caller cannot mistake unknown for unchanged."""
+    import hashlib
+
+    tw = partitions_def.time_window_for_partition_key(key)
+    days = pl.date_range(tw.start.date(), tw.end.date(), closed="left", eager=True).cast(pl.String).to_list()
+    digests = []
+    for day in days:
+        records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=daily_key, asset_partitions=[day]), limit=1).records
+        if not records:
+            continue  # a day not yet in the partitions (week or month in progress) is not part of it
+        value = records[0].asset_materialization.metadata.get("grain_digest")
+        if value is None:
+            return None
+        digests.append(f"{day}:{value.value}")
+    return hashlib.sha256(",".join(digests).encode("ascii")).hexdigest() if digests else None
+
+
+class DaysChangedSinceRollup(dg.AutomationCondition):
+    """True for the week and month partitions whose days' grains differ from what their latest
+    materialization rolled up (`daily_grain_digest` vs `days_digest` now), or where either is
+    unknown. An identical rerun of a day (same grain digest) leaves its week and month alone."""
+
+    @property
+    def name(self) -> str:
+        return "a day's grain differs from the one rolled up"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        instance, pdef = context.asset_graph_view.instance, context.partitions_def
+        changed = set()
+        for key in context.candidate_subset.expensively_compute_partition_keys():
+            latest = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=context.key, asset_partitions=[key]), limit=1).records
+            rolled = latest[0].asset_materialization.metadata.get("daily_grain_digest") if latest else None
+            now = days_digest(instance, ASSET_KEYS["daily"], pdef, key)
+            if rolled is None or now is None or rolled.value != now:
+                changed.add(key)
+        return dg.AutomationResult(context, context.candidate_subset.compute_intersection_with_partition_keys(changed))
+
+
 def rollup_condition() -> dg.AutomationCondition:
     """Weeks and months re-run after any run of one of their days outside a backfill that already
     includes them (e.g. a day re-run from the UI), once no day of theirs is missing or running and
     none's latest check failed with ERROR. The update stays pending (`since_last_handled`) while a
-    day is blocked, so the rollup follows the day's passing rerun."""
+    day is blocked, so the rollup follows the day's passing rerun. A rerun that leaves a day's grain
+    as it was (`DaysChangedSinceRollup`) does not roll up again."""
     has_days = AC.any_deps_match(AC.missing() | ~AC.missing()).with_label("has a day")
     return (
         AC.any_deps_updated().since_last_handled()
@@ -189,6 +231,7 @@ def rollup_condition() -> dg.AutomationCondition:
         & ~AC.any_deps_in_progress()
         & ~AC.in_progress()
         & ~DayCheckFailedWithError()
+        & DaysChangedSinceRollup()
     ).with_label("usage_etl rollup after a day changed")
 
 

@@ -5,6 +5,7 @@ import dagster as dg
 from usage_etl.defs import automation
 from usage_etl.defs import late_data
 from usage_etl.defs.assets import PARTITIONS, SETTINGS, USAGE_ASSETS
+from usage_etl.defs import runs
 from usage_etl.defs.resources import PostgresResource
 from usage_etl.settings import AutomationSettings
 
@@ -17,5 +18,6 @@ defs = dg.Definitions(
         late_data.build_sensor(SETTINGS, AUTOMATION, PARTITIONS),
         automation.automation_sensor(),
     ],
+    jobs=runs.jobs(USAGE_ASSETS),
     resources={"db": PostgresResource()},
 )

@@ -1,9 +1,11 @@
 """Launch materializations through Dagster from Python (CLI, demo, tests).
 
 Runs execute in this process but are recorded in the Dagster instance (`DAGSTER_HOME`, default
-`./.dagster`), so they show in the UI next to scheduled runs. A range of partitions runs in batches
-of contiguous partitions, one run per batch. `submit_backfill` instead hands the range to the
-daemon as one Dagster backfill.
+`./.dagster`), so they show in the UI next to scheduled runs, each under the named job of its asset
+(`JOBS`: usage_etl_daily, usage_etl_weekly, usage_etl_monthly) with its partition range tags. A
+range of partitions runs in batches of contiguous partitions, one run per batch; `record_backfill`
+and `finish_backfill` make such in-process runs one entry of the UI's Backfills tab.
+`submit_backfill` instead hands the range to the daemon as one Dagster backfill.
 """
 
 from __future__ import annotations
@@ -54,6 +56,19 @@ def instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
+def job_name(granularity: str) -> str:
+    return f"usage_etl_{granularity}"
+
+
+def jobs(assets: list[dg.AssetsDefinition] | None = None) -> list[dg.UnresolvedAssetJobDefinition]:
+    """One named job per usage asset (what in-process runs and the UI's job pages show)."""
+    by_name = {a.key.path[-1]: a for a in assets or USAGE_ASSETS}
+    return [
+        dg.define_asset_job(job_name(g), selection=[by_name[f"{g}_user_usage"]], description=f"Materialize partitions of {g}_user_usage.")
+        for g in GRANULARITIES
+    ]
+
+
 def partition_keys(granularity: str, start: date, end: date, settings: Settings | None = None) -> list[str]:
     """Keys of `granularity` whose window overlaps [start, end] (dates inclusive).
 
@@ -79,19 +94,17 @@ def materialize_range(
     """Materialize `keys` of one asset, one run per batch of `batch_size` (default: all in one run);
     stops after a failed run. `tags` are added to every run.
 
-    `assets` defaults to the assets of the environment's settings (`assets.USAGE_ASSETS`).
+    `assets` defaults to the assets of the environment's settings (`assets.USAGE_ASSETS`). Runs
+    are of the named job `job_name(granularity)`.
     """
     assets = assets or USAGE_ASSETS
-    asset = {a.key.path[-1]: a for a in assets}[f"{granularity}_user_usage"]
+    job = dg.Definitions(assets=assets, jobs=jobs(assets), resources=resources or {"db": PostgresResource()}).resolve_job_def(job_name(granularity))
     size = batch_size or len(keys) or 1
     results = []
     for i in range(0, len(keys), size):
         batch = keys[i : i + size]
-        result = dg.materialize(
-            assets,
-            selection=[asset],
+        result = job.execute_in_process(
             instance=inst,
-            resources=resources or {"db": PostgresResource()},
             tags={**(tags or {}), RANGE_START: batch[0], RANGE_END: batch[-1]},
             raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
@@ -111,27 +124,62 @@ def submit_backfill(keys: dict[str, list[str]], *, inst: dg.DagsterInstance, tag
     tag limits), days before the weeks and months above them, `BackfillPolicy` batches per run.
     Returns the backfill id (UI: /runs/b/<id>).
     """
-    import time
+    backfill = _new_backfill(keys, inst, tags, title)
+    inst.add_backfill(backfill)
+    return backfill.backfill_id
 
-    from usage_etl.defs.dagster_internals import AssetGraphSubset, PartitionBackfill, make_new_backfill_id
+
+# Dagster has no public API to record a backfill whose runs execute elsewhere: the three functions
+# below use the names of defs/dagster_internals.py.
+def _subset(keys: dict[str, list[str]]):
+    from usage_etl.defs.dagster_internals import AssetGraphSubset
 
     by_name = {a.key.path[-1]: a.key for a in USAGE_ASSETS}
-    subset = AssetGraphSubset(
+    return AssetGraphSubset(
         partitions_subsets_by_asset_key={
             by_name[f"{g}_user_usage"]: PARTITIONS[g].subset_with_partition_keys(ks) for g, ks in keys.items() if ks
         },
     )
-    backfill_id = make_new_backfill_id()
-    inst.add_backfill(
-        PartitionBackfill.from_asset_graph_subset(
-            backfill_id=backfill_id,
-            backfill_timestamp=time.time(),
-            tags=tags or {},
-            dynamic_partitions_store=inst,
-            asset_graph_subset=subset,
-            title=title,
-            description=None,
-            run_config=None,
-        )
+
+
+def _new_backfill(keys: dict[str, list[str]], inst: dg.DagsterInstance, tags: dict[str, str] | None, title: str | None):
+    import time
+
+    from usage_etl.defs.dagster_internals import PartitionBackfill
+    from usage_etl.defs.dagster_internals import make_new_backfill_id
+
+    return PartitionBackfill.from_asset_graph_subset(
+        backfill_id=make_new_backfill_id(),
+        backfill_timestamp=time.time(),
+        tags=tags or {},
+        dynamic_partitions_store=inst,
+        asset_graph_subset=_subset(keys),
+        title=title,
+        description=None,
+        run_config=None,
     )
-    return backfill_id
+
+
+def record_backfill(keys: dict[str, list[str]], *, inst: dg.DagsterInstance, tags: dict[str, str] | None = None, title: str | None = None) -> str:
+    """Record a Dagster backfill of `keys` ({granularity: partition keys}) whose runs this process
+    executes (tag them `dagster/backfill=<id>`); `finish_backfill` closes it. It is recorded as
+    requested with every partition already requested, so a running daemon launches nothing for
+    it, and the nightly and late-data sensors treat its partitions as running meanwhile.
+    Returns the backfill id (UI: /runs/b/<id>)."""
+    backfill = _new_backfill(keys, inst, tags, title)
+    data = backfill.asset_backfill_data._replace(requested_subset=backfill.asset_backfill_data.target_subset, requested_runs_for_target_roots=True)
+    inst.add_backfill(backfill._replace(asset_backfill_data=data))
+    return backfill.backfill_id
+
+
+def finish_backfill(backfill_id: str, done: dict[str, list[str]], failed: dict[str, list[str]], *, inst: dg.DagsterInstance) -> None:
+    """Mark `backfill_id` completed: `done` partitions materialized, `failed` ones (and those
+    not run after a failure) failed; status COMPLETED_SUCCESS, or COMPLETED_FAILED if any failed."""
+    import time
+
+    from usage_etl.defs.dagster_internals import BulkActionStatus
+
+    backfill = inst.get_backfill(backfill_id)
+    data = backfill.asset_backfill_data._replace(materialized_subset=_subset(done), failed_and_downstream_subset=_subset(failed))
+    status = BulkActionStatus.COMPLETED_FAILED if any(failed.values()) else BulkActionStatus.COMPLETED_SUCCESS
+    inst.update_backfill(backfill._replace(asset_backfill_data=data).with_status(status).with_end_timestamp(time.time()))
