@@ -29,7 +29,8 @@ ui: install  ## the Dagster UI on http://127.0.0.1:3000
 test: install  ## pytest against a real PostgreSQL (see README), TEST_WORKERS (default auto) in parallel
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
-bench: install  ## ours vs seed-style and tuned SQL on 5M messages (BENCH_ARGS="--messages N --sizes …"); exit 1 if summaries differ
+bench: install  ## ours vs seed-style SQL, tuned SQL and DuckDB on 5M messages (BENCH_ARGS="--messages N --sizes …"); exit 1 if summaries differ
+	$(UV) sync --frozen --group bench --python $(PYTHON)
 	$(BIN)/python bench/compare.py $(BENCH_ARGS)
 
 stop:  ## stop the embedded PostgreSQL (it keeps running after make demo, for make ui)

@@ -14,7 +14,11 @@ For a data set of N raw messages over D days (the project's generator, `usage_et
   each granularity from the grain;
 - scan floor: one SELECT extracting every token field of every raw row, discarded on the server;
   read floor: ours' own window SELECT, fetched over ADBC into Arrow and discarded.
-It checks that the three produce identical summaries (message, error and distinct conversation
+- tuned SQL in its best form: the grain as one parallel CREATE TABLE … AS SELECT (the bench records
+  EXPLAIN's Gather), then each granularity from it;
+- DuckDB attached to the same PostgreSQL (bench dependency group: duckdb, duckdb-ext-postgres),
+  the same grain and summaries with the same rules, written back into PostgreSQL;
+It checks that all of them produce identical summaries (message, error and distinct conversation
 counts, every token sum, first/last activity, for every user and period), prints a table, writes
 JSON, and exits 1 if they differ. `--nightly-messages` adds the nightly case: one day of that many
 messages, its daily partition plus its week and month. `--sizes` adds a scaling series (ours only).
@@ -148,7 +152,8 @@ def ensure_data(engine: sa.Engine, ds: DataSet) -> int:
 
 def _sql(name: str, **tables: str) -> str:
     text = (SQL / name).read_text()
-    text = text.replace("({canonical})", "(" + (SQL / "canonical_messages.sql").read_text() + "\n)")
+    for name in ("canonical", "canonical_parallel"):
+        text = text.replace("({" + name + "})", "(" + (SQL / f"{name.replace('canonical', 'canonical_messages', 1) if name == 'canonical' else name}.sql").read_text() + "\n)")
     for k, v in tables.items():
         text = text.replace("{" + k + "}", v)
     return text
@@ -178,7 +183,10 @@ class Baselines:
     def __init__(self, engine: sa.Engine, ds: DataSet, first: date, last: date) -> None:
         self.engine, self.ds, self.first, self.last = engine, ds, first, last
         q = engine.dialect.identifier_preparer.quote_schema(ds.schema)
-        self.t = {"source": f"{q}.chat_messages", "seed": f"{q}.seed_usage", "tuned": f"{q}.tuned_usage", "grain": f"{q}.tuned_grain"}
+        self.t = {
+            "source": f"{q}.chat_messages", "seed": f"{q}.seed_usage", "tuned": f"{q}.tuned_usage", "grain": f"{q}.tuned_grain",
+            "ctas": f"{q}.ctas_usage", "ctas_grain": f"{q}.ctas_grain", "duck": f"{q}.duckdb_usage",
+        }
         self.periods = _periods(first, last)
         with engine.begin() as conn:
             conn.execute(sa.text(_sql("tables.sql", **self.t)))
@@ -225,6 +233,51 @@ class Baselines:
         for g in GRANULARITIES:
             with self.engine.begin() as conn:
                 out[g] = timed(lambda: conn.execute(sa.text(_sql("tuned_rollup.sql", target=self.t["tuned"], grain=self.t["grain"])), self._params(g)))
+        return out
+
+    def tuned_ctas(self) -> dict:
+        """Tuned SQL in its best form: the grain as one parallel CREATE TABLE … AS SELECT, then
+        each granularity from it. Also returns whether EXPLAIN shows a Gather (parallel workers)."""
+        ctas = _sql("tuned_grain_ctas.sql", source=self.t["source"], grain=self.t["ctas_grain"])
+        params = _window(self.first, self.last + timedelta(days=1))
+        with self.engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {self.t['ctas_grain']}"))
+            plan = "\n".join(conn.execute(sa.text("EXPLAIN " + ctas), params).scalars())
+        out: dict = {"gather_in_plan": "Gather" in plan, "plan": plan}
+        with self.engine.begin() as conn:
+            out["grain"] = timed(lambda: conn.execute(sa.text(ctas), params))
+        for g in GRANULARITIES:
+            with self.engine.begin() as conn:
+                sql = _sql("tuned_rollup.sql", target=self.t["ctas"], grain=self.t["ctas_grain"])
+                out[g] = timed(lambda: conn.execute(sa.text(sql), self._params(g)))
+        return out
+
+    def duckdb(self, url: sa.URL) -> dict[str, float]:
+        """DuckDB attached to the same PostgreSQL (postgres_scanner from the duckdb-ext-postgres
+        wheel, no download at run time): the same grain and summaries with the same rules, written
+        back into PostgreSQL. Seconds per step; `attach` includes loading the extension."""
+        import duckdb
+
+        ext = next(Path(duckdb_ext_dir()).rglob("postgres_scanner.duckdb_extension"))
+        u = url.set(drivername="postgresql")
+        # libpq reads the connection from PG* variables, so no value is rendered into ATTACH's text.
+        pg_env = {"PGHOST": u.host, "PGPORT": u.port, "PGUSER": u.username, "PGPASSWORD": u.password, "PGDATABASE": u.database}
+        os.environ.update({k: str(v) for k, v in pg_env.items() if v})
+        target = "pg." + self.t["duck"]
+        out = {}
+        t0 = time.perf_counter()
+        con = duckdb.connect(config={"threads": os.cpu_count() or 1, "autoinstall_known_extensions": False, "autoload_known_extensions": False})
+        try:
+            con.execute(f"LOAD '{ext}'")
+            con.execute("ATTACH '' AS pg (TYPE postgres)")
+            out["attach"] = time.perf_counter() - t0
+            w = _window(self.first, self.last + timedelta(days=1))
+            out["grain"] = timed(lambda: con.execute(_sql("duckdb_grain.sql", source="pg." + self.t["source"]), {"start": w["start"], "end": w["end"]}))
+            for g in GRANULARITIES:
+                unit, step = GRANULARITIES[g]
+                out[g] = timed(lambda: con.execute(_sql("duckdb_rollup.sql", target=target), {"period_type": g, "unit": unit, "step": step}))
+        finally:
+            con.close()
         return out
 
     def scan_floor(self) -> float:
@@ -283,6 +336,16 @@ class Baselines:
                 n = conn.execute(sa.text(f"SELECT count(*) FROM ({sel.format(t=ours)}) d"), params).scalar_one()
                 out[g] = {"rows": n, "only_ours": a, f"only_{other}": b}
         return out
+
+
+def duckdb_ext_dir() -> str:
+    """Where the duckdb-ext-postgres wheel put its extension (site-packages/duckdb_ext/extensions)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("duckdb_ext")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("the bench dependency group is not installed: make bench (uv sync --group bench)")
+    return str(Path(list(spec.submodule_search_locations)[0]) / "extensions")
 
 
 def run_ours(url: sa.URL, ds: DataSet, first: date, last: date, *, checks: bool) -> dict:
@@ -357,6 +420,30 @@ def fmt_row(cells: list, widths: list[int]) -> str:
     return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
 
+PEERS = {  # label, key of Baselines.t for the row-by-row comparison
+    "seed_style": ("seed-style SQL (3 granularities)", "seed"),
+    "tuned": ("tuned SQL (grain on 2 sessions + rollups)", "tuned"),
+    "tuned_ctas": ("tuned SQL, parallel CTAS grain + rollups", "ctas"),
+    "duckdb": ("DuckDB attached to PostgreSQL", "duck"),
+}
+
+
+def peer_seconds(m: dict, name: str) -> float:
+    return sum(v for k, v in m[name].items() if isinstance(v, float))
+
+
+def run_peers(base: Baselines, url: sa.URL, m: dict) -> None:
+    log("  seed-style SQL …")
+    m["seed_style"] = base.seed_style()
+    log("  tuned SQL (two sessions) …")
+    m["tuned"] = base.tuned()
+    log("  tuned SQL (parallel CTAS) …")
+    m["tuned_ctas"] = base.tuned_ctas()
+    log("  DuckDB …")
+    m["duckdb"] = base.duckdb(url)
+    m["identical"] = {name: base.differences(key) for name, (_, key) in PEERS.items()}
+
+
 def bench_main(engine: sa.Engine, url: sa.URL, ds: DataSet, report: dict) -> bool:
     rows = ensure_data(engine, ds)
     log(f"data set {ds.schema}: {rows:,} raw rows ({ds.spec})")
@@ -366,49 +453,50 @@ def bench_main(engine: sa.Engine, url: sa.URL, ds: DataSet, report: dict) -> boo
     m["ours"] = run_ours(url, ds, ds.first, ds.last, checks=True)
     log("  ours without integrity checks …")
     m["ours_no_checks"] = run_ours(url, ds, ds.first, ds.last, checks=False)
-    log("  seed-style SQL …")
-    m["seed_style"] = base.seed_style()
-    log("  tuned SQL …")
-    m["tuned"] = base.tuned()
+    run_peers(base, url, m)
     log("  scan floor, read floor …")
     m["scan_floor_s"] = base.scan_floor()
     m["read_floor_s"] = base.read_floor(url)
     m["index_effect"] = base.index_effect()
-    m["identical"] = {"seed_style": base.differences("seed"), "tuned": base.differences("tuned")}
     ok = m["summaries_identical"] = identical(m["identical"])
     report["main"] = m
 
-    seed = sum(m["seed_style"].values())
-    tuned = sum(m["tuned"].values())
+    peers = {name: peer_seconds(m, name) for name in PEERS}
+    fastest = min((n for n in peers if n != "seed_style"), key=peers.__getitem__)
     ours, plain = m["ours"]["wall_s"], m["ours_no_checks"]["wall_s"]
-    widths = [44, 10, 12, 12, 12]
+    widths = [46, 10, 12, 12, 12]
     log("")
     log(f"{rows:,} raw messages over {ds.days} days, {ds.users:,} users; PostgreSQL {report['postgres']}; {os.cpu_count()} cores")
-    log(fmt_row(["", "wall s", "raw rows/s", "ours/this", "peak RSS MiB"], widths))
+    log(fmt_row(["", "wall s", "raw rows/s", "this/ours", "peak RSS MiB"], widths))
     table = [
         ("ours: Dagster backfill, with checks", ours, m["ours"]["peak_rss_mib"]),
         ("ours: Dagster backfill, without checks", plain, m["ours_no_checks"]["peak_rss_mib"]),
-        ("seed-style SQL (3 granularities)", seed, None),
-        ("tuned SQL (grain on 2 sessions + rollups)", tuned, None),
+        *[(label, peers[name], None) for name, (label, _) in PEERS.items()],
         ("scan floor (server-side SELECT, discarded)", m["scan_floor_s"], None),
-        ("read floor (ours' SELECT over ADBC, discarded)", m["read_floor_s"], None),
+        ("read floor (ours' typed read over ADBC)", m["read_floor_s"], None),
     ]
     for label, wall, rss in table:
-        log(fmt_row([label, f"{wall:.1f}", f"{rows / wall:,.0f}", f"{ours / wall:.2f}", "" if rss is None else f"{rss:,.0f}"], widths))
+        log(fmt_row([label, f"{wall:.1f}", f"{rows / wall:,.0f}", f"{wall / ours:.2f}", "" if rss is None else f"{rss:,.0f}"], widths))
     for g in GRANULARITIES:
-        log(f"  {g:<8} ours {m['ours'][g]:6.1f}s (no checks {m['ours_no_checks'][g]:6.1f}s)  seed-style {m['seed_style'][g]:6.1f}s  tuned {m['tuned'][g]:6.1f}s")
-    log(f"  tuned grain {m['tuned']['grain']:.1f}s; one day's read: {m['index_effect']['with_index_s']:.2f}s with the created_at index "
+        log(f"  {g:<8} ours {m['ours'][g]:6.1f}s (no checks {m['ours_no_checks'][g]:6.1f}s)  "
+            + "  ".join(f"{name} {m[name][g]:6.1f}s" for name in PEERS))
+    log(f"  grain: tuned {m['tuned']['grain']:.1f}s, parallel CTAS {m['tuned_ctas']['grain']:.1f}s "
+        f"(Gather in EXPLAIN: {'yes' if m['tuned_ctas']['gather_in_plan'] else 'NO'}), DuckDB {m['duckdb']['grain']:.1f}s")
+    log(f"  one day's read: {m['index_effect']['with_index_s']:.2f}s with the created_at index "
         f"(sql/recommended_source_indexes.sql), {m['index_effect']['without_index_s']:.2f}s without")
-    m["ratios"] = {
-        "seed_style_over_ours": seed / ours, "tuned_over_ours": tuned / ours, "ours_over_scan_floor": ours / m["scan_floor_s"],
-        "seed_style_over_ours_no_checks": seed / plain, "tuned_over_ours_no_checks": tuned / plain,
-        "ours_no_checks_over_scan_floor": plain / m["scan_floor_s"], "ours_over_read_floor": ours / m["read_floor_s"],
+    r = m["ratios"] = {
+        "fastest_peer": fastest,
+        "seed_style_over_ours": peers["seed_style"] / ours,
+        "fastest_peer_over_ours": peers[fastest] / ours,
+        "fastest_peer_over_ours_no_checks": peers[fastest] / plain,
+        "ours_over_read_floor": ours / m["read_floor_s"],
+        "ours_no_checks_over_read_floor": plain / m["read_floor_s"],
+        "ours_over_scan_floor": ours / m["scan_floor_s"],
     }
-    r = m["ratios"]
-    log(f"speed-up vs seed-style {r['seed_style_over_ours']:.2f}x (target >= 3), vs tuned {r['tuned_over_ours']:.2f}x (target >= 1.5), "
-        f"ours / scan floor {r['ours_over_scan_floor']:.2f} (target <= 3); without checks {r['seed_style_over_ours_no_checks']:.2f}x, "
-        f"{r['tuned_over_ours_no_checks']:.2f}x, {r['ours_no_checks_over_scan_floor']:.2f}")
-    log("summaries identical (ours = seed-style = tuned, every user and period): " + ("yes" if ok else f"NO {m['identical']}"))
+    log(f"targets: with checks vs seed-style {r['seed_style_over_ours']:.2f}x (>= 5), vs fastest peer ({fastest}) "
+        f"{r['fastest_peer_over_ours']:.2f}x (>= 1.5); without checks vs {fastest} {r['fastest_peer_over_ours_no_checks']:.2f}x (>= 2); "
+        f"ours / read floor {r['ours_over_read_floor']:.2f} (<= 1.5; without checks {r['ours_no_checks_over_read_floor']:.2f})")
+    log("summaries identical (ours = every peer, every user and period): " + ("yes" if ok else f"NO {m['identical']}"))
     return ok
 
 
@@ -417,12 +505,16 @@ def bench_nightly(engine: sa.Engine, url: sa.URL, n: int, report: dict) -> bool:
     rows = ensure_data(engine, ds)
     log(f"nightly: {rows:,} raw messages in one day ({ds.schema}), its daily partition, week and month")
     base = Baselines(engine, ds, ds.first, ds.last)
-    m = {"raw_rows": rows, "ours": run_ours(url, ds, ds.first, ds.last, checks=True), "seed_style": base.seed_style(), "tuned": base.tuned()}
-    m["identical"] = {"seed_style": base.differences("seed"), "tuned": base.differences("tuned")}
+    m: dict = {"raw_rows": rows, "ours": run_ours(url, ds, ds.first, ds.last, checks=True)}
+    run_peers(base, url, m)
     ok = m["summaries_identical"] = identical(m["identical"])
     report["nightly"] = m
-    log(f"  ours {m['ours']['wall_s']:.1f}s, peak RSS {m['ours']['peak_rss_mib']:,.0f} MiB (target <= 1536); "
-        f"seed-style {sum(m['seed_style'].values()):.1f}s; tuned {sum(m['tuned'].values()):.1f}s; identical: {'yes' if ok else 'NO'}")
+    peers = {name: peer_seconds(m, name) for name in PEERS}
+    ours = m["ours"]["wall_s"]
+    m["faster_than_every_peer"] = all(ours < v for v in peers.values())
+    log(f"  ours {ours:.1f}s, peak RSS {m['ours']['peak_rss_mib']:,.0f} MiB (target <= 1024); "
+        + "; ".join(f"{name} {v:.1f}s" for name, v in peers.items())
+        + f"; faster than every peer: {'yes' if m['faster_than_every_peer'] else 'NO'}; identical: {'yes' if ok else 'NO'}")
     return ok
 
 
