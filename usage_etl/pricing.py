@@ -39,6 +39,7 @@ import math
 import os
 import re
 import tomllib
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -48,6 +49,7 @@ from typing import Any
 
 import polars as pl
 
+from usage_etl.price_checks import PriceBookWarning, implausible_prices
 from usage_etl.service_tier import SERVICE_TIER_NAME, STANDARD_TIER, canonical_service_tier
 
 __all__ = [
@@ -364,6 +366,7 @@ def _parse_period(origin: str, key: str, raw: Any) -> dict[str, Any]:
     )
     _check_cost_range(origin, key, p)
     p["origin"] = origin
+    p["key"] = key
     return p
 
 
@@ -569,6 +572,11 @@ def _book_paths(extra_paths: Iterable[str | os.PathLike[str]], use_env: bool) ->
     return paths
 
 
+def _default_book_text() -> str:
+    """The packaged default book (generated from genai-prices, see genai_prices_import)."""
+    return files("usage_etl").joinpath("prices/default.toml").read_text(encoding="utf-8")
+
+
 def load_price_book(
     extra_paths: Iterable[str | os.PathLike[str]] = (),
     *,
@@ -589,8 +597,7 @@ def load_price_book(
     """
     sources: list[tuple[str, str]] = []
     if include_default:
-        text = files("usage_etl").joinpath("prices/default.toml").read_text(encoding="utf-8")
-        sources.append((DEFAULT_BOOK_NAME, text))
+        sources.append((DEFAULT_BOOK_NAME, _default_book_text()))
     for path in _book_paths(extra_paths, use_env):
         try:
             sources.append((str(path), path.read_text(encoding="utf-8")))
@@ -649,6 +656,10 @@ def load_price_book(
     ]
     periods = pl.DataFrame(rows or None, schema=_PERIOD_SCHEMA).sort("price_model", "effective_from")
     rates = _rates(entries.values())
+    for e in entries.values():
+        for p in e.periods:
+            for finding in implausible_prices(e.name, e.provider, p["origin"], p["key"], p):
+                warnings.warn(PriceBookWarning(finding), stacklevel=2)
     keys = sorted(owner.items())
     aliases = pl.DataFrame(
         {"key": [k for k, _ in keys], "price_model": [v for _, v in keys]},
