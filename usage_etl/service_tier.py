@@ -27,5 +27,5 @@ _STANDARD_SPELLINGS = ["", "default", "standard", "auto", "standard_only"]
 
 def canonical_service_tier(reported: pl.Expr) -> pl.Expr:
     """Reported service tier (String, nullable) -> canonical tier name (String, never null)."""
-    v = reported.str.strip_chars().str.to_lowercase()
-    return pl.when(v.is_null() | v.is_in(_STANDARD_SPELLINGS)).then(pl.lit(STANDARD_TIER)).otherwise(v)
+    v = reported.str.strip_chars().str.to_lowercase().fill_null("")
+    return v.replace(_STANDARD_SPELLINGS, STANDARD_TIER)  # keeps the input's name
