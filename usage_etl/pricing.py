@@ -14,11 +14,13 @@ Cost of one message (``c1h`` = cache_creation_1h_input_tokens, ``cc`` = cache_cr
     input_tokens x input + (cc - c1h) x cache_write_5m + c1h x cache_write_1h
       + cache_read_input_tokens x cache_read + output_tokens x output
 
-``reasoning_tokens`` are inside ``output_tokens`` and never charged again. When a period has a
-``long_context`` tier and the prompt (input + cc + cache_read) is strictly above its threshold,
-the whole request is charged at the tier's prices. A tier that omits a cache price gets the base
-cache price scaled by the tier's input ratio (tier input / base input), the rule Anthropic
-publishes for its >200k tier (cache multipliers apply to the long-context input rate).
+``reasoning_tokens`` are inside ``output_tokens`` and never charged again. When a period has
+``long_context`` tiers and the prompt (input + cc + cache_read) is strictly above a threshold,
+the whole request is charged at the highest such tier's prices. A tier that omits a cache price
+gets the base cache price scaled by the tier's input ratio (tier input / base input), the rule
+Anthropic publishes for its >200k tier (cache multipliers apply to the long-context input rate).
+A message's ``service_tier`` (``usage_etl.service_tier``) selects the period's prices for that
+tier (``service_tiers``); a tier without prices leaves the message unpriced.
 
 Overflow: every token field of a priced message is at most ``MAX_TOKENS_PER_FIELD`` (10^9)
 tokens (normalization quarantines larger values as ``tokens_out_of_range``), and the loader
@@ -27,7 +29,8 @@ rejects a period whose prices could then exceed Int64 pico-USD for one message
 ``price_messages`` also computes in Int128 and casts back strictly, so a frame that bypassed
 normalization raises instead of wrapping to a wrong (negative) cost.
 
-Sources of the shipped prices: see ``usage_etl/prices/default.toml`` and docs/pricing.md.
+The shipped book is generated from genai-prices (``usage_etl.genai_prices_import``); sources and
+the exceptions where it is corrected: docs/pricing.md.
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ INT64_MAX = 2**63 - 1
 # Sanity bound on every token field of one message (tokens). 10^9 is 100x the largest context
 # window on offer (10M tokens). With it, one message costs at most 10^9 x (sum of its prices in
 # pico-USD per token); the loader keeps that within Int64 (a price sum up to ~$9,223 per
-# million tokens; the shipped book's largest is Opus at $121.50, 75x headroom).
+# million tokens; the shipped book's largest is o1-pro at $1,050, 8.8x headroom).
 MAX_TOKENS_PER_FIELD = 10**9
 DEFAULT_BOOK_NAME = "usage_etl/prices/default.toml"
 
