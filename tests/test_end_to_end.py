@@ -1,6 +1,6 @@
 """Sample data through Dagster's own `materialize`, checked against plain SQL over the raw table."""
 
-from datetime import datetime, date
+from datetime import date
 
 import dagster as dg
 import pytest

@@ -16,6 +16,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from usage_etl.pricing import book as pricing
 from usage_etl.aggregate import conversation_day_grain
 from usage_etl.cli.prices import prices
 from usage_etl.pricing.litellm import import_litellm
@@ -59,8 +60,20 @@ def _no_env_book(monkeypatch):
     monkeypatch.delenv(ENV_VAR, raising=False)
 
 
+FROZEN_BOOK = Path(__file__).parent / "fixtures" / "price_book_2025-11.toml"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _frozen_default_book():
+    # The costs here are hand-computed against the hand-written 2025-11 book; the shipped default
+    # is generated from genai-prices and changes with it (tests/test_genai_prices.py covers it).
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pricing, "_default_book_text", lambda: FROZEN_BOOK.read_text(encoding="utf-8"))
+        yield
+
+
 @pytest.fixture(scope="module")
-def book():
+def book(_frozen_default_book):
     return load_price_book(use_env=False)
 
 

@@ -16,7 +16,10 @@ Canonical frame (docs/architecture.md, "Canonical frame"), one row per valid mes
 | reasoning_tokens | Int64 | the reasoning part of output_tokens |
 | paid_amount | Float64 (nullable) | what the caller paid, if the source says |
 
-Extra columns: one String column `dim_<name>` per configured breakdown dimension, passed through.
+Extra columns: `service_tier` (String, canonical: `service_tier.canonical_service_tier` of the
+first reported of a `service_tier` breakdown, `columns.service_tier`, `usage.service_tier`), and
+one String column `dim_<name>` per configured breakdown dimension, passed through (a breakdown
+named `service_tier` carries the canonical served tier, the one pricing uses).
 
 Token semantics (`semantics=`, from the source mapping): `auto` detects the provider per row from
 the usage object (the rules below, in this order); `anthropic`, `openai_chat` and
@@ -41,6 +44,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from usage_etl.frames import CANONICAL_SCHEMA, DIMENSION_PREFIX, MAX_TOKENS_PER_FIELD, TOKEN_COLUMNS
+from usage_etl.service_tier import canonical_service_tier
 from usage_etl.source_config import DEFAULT_ERROR_VALUES, REQUIRED_ANY, SEMANTIC_FIELDS
 from usage_etl.sources.postgres import TOKEN_SLOTS
 
@@ -57,7 +61,7 @@ ERROR_STATUSES = list(DEFAULT_ERROR_VALUES)
 
 # Whole numbers; "120.00" (a numeric(p, s) column read as text) is the whole number 120.
 # Raw-frame columns added for configured sources; optional in the input (null when absent).
-ADDED_RAW_COLUMNS = ["u_reasoning_tokens", "paid_amount"]
+ADDED_RAW_COLUMNS = ["u_reasoning_tokens", "paid_amount", "service_tier", "u_service_tier"]
 
 _INTEGER = r"^\s*-?\d{1,18}(\.0*)?\s*$"
 _DECIMAL = r"^\s*\+?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"  # non-negative: a payment, not a refund
@@ -65,7 +69,7 @@ _DECIMAL = r"^\s*\+?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"  # non-negative: a pay
 
 @dataclass(frozen=True)
 class Normalized:
-    messages: pl.DataFrame  # CANONICAL_SCHEMA + dim_* (String) columns
+    messages: pl.DataFrame  # CANONICAL_SCHEMA + service_tier + dim_* (String) columns
     quarantine: pl.DataFrame  # QUARANTINE_SCHEMA
 
 
@@ -115,6 +119,10 @@ def normalize(
     present = {f: pl.col(f).is_not_null() for f in fields}
     chat, responses, has_usage = _kinds(semantics, present)
     paid_text = pl.col("paid_amount").str.strip_chars()
+    tier_dim = DIMENSION_PREFIX + "service_tier"
+    served = canonical_service_tier(
+        pl.coalesce(*[pl.col(c) for c in (tier_dim, "service_tier", "u_service_tier") if c in dims or c != tier_dim])
+    )
 
     # A field is garbled when present but not an integer literal.
     non_integer = pl.lit(None, pl.String)
@@ -202,12 +210,13 @@ def normalize(
                 status.alias("status"),
                 *[pl.col(c) for c in TOKEN_COLUMNS],
                 paid_text.cast(pl.Float64).alias("paid_amount"),
-                *dims,
+                served.alias("service_tier"),
+                *[served.alias(d) if d == tier_dim else pl.col(d) for d in dims],
             ),
             lf.filter(pl.col("_reason").is_not_null()).select(
                 "message_id", "user_id", "created_at", pl.col("_reason").alias("reason"), pl.col("_detail").alias("detail")
             ),
         ]
     )
-    schema = {**CANONICAL_SCHEMA, **{d: pl.String() for d in dims}}
+    schema = {**CANONICAL_SCHEMA, "service_tier": pl.String(), **{d: pl.String() for d in dims}}
     return Normalized(messages=good.cast(schema), quarantine=bad.cast(QUARANTINE_SCHEMA))  # type: ignore[arg-type]

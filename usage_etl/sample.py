@@ -6,8 +6,10 @@ Shape of the data, all vectorized (NumPy draws, Polars expressions; no loop over
   them crossing midnight; each conversation has one agent and one model (but for the unpriced
   first turns below);
 - a daily rhythm (quiet at night, busy in the afternoon, business timezone);
-- about 55% Anthropic-shaped usage (input/output/cache creation/cache read) and 45% OpenAI chat
-  usage (prompt/completion with cached and reasoning details); ~1% are errors;
+- about 55% Anthropic-shaped usage (input/output/cache creation/cache read, `service_tier`
+  "standard" inside usage) and 45% OpenAI chat usage (prompt/completion with cached and reasoning
+  details, `service_tier` "default" next to usage); ~1% are errors;
+- current model names (`MODELS`), all priced by the default book;
 - floor(`unpriced_fraction` x messages_per_day) messages a day (default 0.05%: 1 of 2,000) use
   `UNPRICED_MODEL`, a model without a price: the first turns of the day with the fewest tokens, so
   each day's unpriced share of messages and tokens stays below the pricing-coverage threshold
@@ -30,20 +32,23 @@ import sqlalchemy as sa
 from usage_etl.settings import Settings
 from usage_etl.migrations import read_sql
 
-# (model, provider, share). Shares are rough public-usage proportions, not measurements.
+# (model, provider, share). Current model names as logged (bare API aliases and dated
+# snapshots); shares are rough public-usage proportions, not measurements. All of them are
+# priced by the default book (generated from genai-prices).
 MODELS = [
-    ("claude-sonnet-4-5-20250929", "anthropic", 0.30),
-    ("claude-haiku-4-5-20251001", "anthropic", 0.12),
-    ("claude-opus-4-1-20250805", "anthropic", 0.05),
-    ("claude-sonnet-4-20250514", "anthropic", 0.08),
-    ("gpt-4o-2024-08-06", "openai", 0.12),
-    ("gpt-4.1", "openai", 0.10),
-    ("gpt-5", "openai", 0.10),
-    ("o4-mini", "openai", 0.06),
-    ("gpt-5-mini", "openai", 0.06),
+    ("claude-sonnet-4-6", "anthropic", 0.22),
+    ("claude-opus-4-6", "anthropic", 0.08),
+    ("claude-sonnet-5", "anthropic", 0.10),
+    ("claude-haiku-4-5-20251001", "anthropic", 0.10),
+    ("claude-opus-5", "anthropic", 0.05),
+    ("gpt-5.4", "openai", 0.12),
+    ("gpt-5.5", "openai", 0.08),
+    ("gpt-5.4-mini", "openai", 0.10),
+    ("gpt-5.2-2025-12-11", "openai", 0.07),
+    ("o4-mini-2025-04-16", "openai", 0.08),
 ]
 UNPRICED_MODEL = "llama-3.1-70b-instruct"  # no price: shows up as unpriced, never $0
-REASONING_MODELS = ["gpt-5", "o4-mini", "gpt-5-mini"]
+REASONING_MODELS = ["gpt-5.4", "gpt-5.5", "gpt-5.4-mini", "gpt-5.2-2025-12-11", "o4-mini-2025-04-16"]
 AGENTS = 6
 # Relative message volume per local hour 0..23.
 HOURLY = np.array([2, 1, 1, 1, 1, 2, 4, 7, 10, 12, 13, 13, 12, 13, 14, 14, 13, 11, 9, 8, 7, 6, 4, 3], float)
@@ -141,7 +146,7 @@ def generate_frame(spec: SampleSpec, timezone: str = "UTC") -> pl.DataFrame:
     one_h = pl.when(pl.col("one_hour")).then(creation).otherwise(0)
     anthropic = _fmt(
         '"input_tokens":{},"output_tokens":{},"cache_creation_input_tokens":{},"cache_read_input_tokens":{},'
-        '"cache_creation":{"ephemeral_5m_input_tokens":{},"ephemeral_1h_input_tokens":{}}',
+        '"cache_creation":{"ephemeral_5m_input_tokens":{},"ephemeral_1h_input_tokens":{}},"service_tier":"standard"',
         pl.col("input"), pl.col("output"), creation, pl.when(first_turn).then(0).otherwise(cached), creation - one_h, one_h,
     )
     reasoning = pl.when(pl.col("model").is_in(REASONING_MODELS)).then((pl.col("output") * pl.col("reasoning_frac")).cast(pl.Int64)).otherwise(0)
@@ -152,7 +157,9 @@ def generate_frame(spec: SampleSpec, timezone: str = "UTC") -> pl.DataFrame:
     )
     usage = pl.when(pl.col("provider") == "anthropic").then(anthropic).otherwise(openai)
     status = pl.when(pl.col("is_error")).then(pl.lit("error")).otherwise(pl.lit("success"))
-    good_meta = _fmt('{"usage":{{}},"status":"{}"}', usage, status)
+    # OpenAI reports the served tier next to usage, Anthropic inside it (both: the standard tier).
+    tier = pl.when(pl.col("provider") == "anthropic").then(pl.lit("")).otherwise(pl.lit(',"service_tier":"default"'))
+    good_meta = _fmt('{"usage":{{}},"status":"{}"{}}', usage, status, tier)
     # Bad rows, split evenly by kind within bad_fraction.
     b = pl.col("bad") / spec.bad_fraction
     is_bad = pl.col("bad") < spec.bad_fraction

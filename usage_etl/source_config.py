@@ -166,6 +166,9 @@ class Columns(_Model):
     model: FieldRef | None = None
     status: FieldRef | None = None
     paid_amount: FieldRef | None = None
+    # Where the provider reports the service tier it served (OpenAI: the response's top-level
+    # `service_tier`); `usage.service_tier` of the usage object (Anthropic) is read as well.
+    service_tier: FieldRef | None = None
 
 
 class Tokens(_Model):
@@ -299,6 +302,7 @@ class SourceConfig(_Model):
             columns=Columns(
                 id=id, time=time, user=FieldRef(column=user), conversation=ref(conversation), agent=ref(agent),
                 model=ref(model), status=meta.child("status"), paid_amount=meta.child("amount_paid"),
+                service_tier=meta.child("service_tier"),
             ),
             tokens=Tokens(semantics="auto", usage=meta.child("usage")),
         )

@@ -26,7 +26,7 @@ from usage_etl.pricing.book import (
 
 __all__ = ["prices"]
 
-prices = click.Group("prices", help="Price book: show resolved prices, import LiteLLM prices.")
+prices = click.Group("prices", help="Price book: show resolved prices and coverage, build the default from genai-prices, import LiteLLM prices.")
 
 _DATE = click.DateTime(formats=["%Y-%m-%d"])
 
@@ -112,9 +112,13 @@ def show(model: str | None, extra: tuple[Path, ...]) -> None:
         to = f"{p['effective_to']:%Y-%m-%d}" if p["effective_to"] else "open"
         click.echo(f"  period {p['effective_from']:%Y-%m-%d} .. {to} (USD per million tokens)")
         click.echo("    " + "  ".join(f"{k}={_usd(p[k])}" for k in PRICE_KEYS))
-        if p["long_context_threshold"] is not None:
-            tier = "  ".join(f"{k}={_usd(p['long_context_' + k])}" for k in PRICE_KEYS)
-            click.echo(f"    prompt > {p['long_context_threshold']} tokens: {tier}")
+        levels = book.rates.filter(pl.col("price_model") == name, pl.col("effective_from") == p["effective_from"])
+        for r in levels.iter_rows(named=True):
+            if r["service_tier"] == "standard" and r["prompt_above"] < 0:
+                continue  # the period's own prices, printed above
+            where = f"prompt > {r['prompt_above']} tokens" if r["prompt_above"] >= 0 else "all prompts"
+            prices_ = "  ".join(f"{k}={_usd(r[k])}" for k in PRICE_KEYS)
+            click.echo(f"    {r['service_tier']}, {where}: {prices_}")
         if p["batch_discount"] is not None:
             click.echo(f"    batch discount {p['batch_discount']:g} (informational, not applied)")
         click.echo(f"    source {p['source'] or '-'} ({p['source_date'] or 'no date'})")
@@ -166,3 +170,14 @@ def import_litellm_cmd(
     if verbose:
         for key, reason in skipped:
             click.echo(f"  skipped {key}: {reason}", err=to_stderr)
+
+
+def _register() -> None:
+    from usage_etl.cli.price_coverage import coverage
+    from usage_etl.cli.price_sources import build_default, check, import_genai
+
+    for command in (build_default, import_genai, check, coverage):
+        prices.add_command(command)
+
+
+_register()

@@ -14,11 +14,13 @@ Cost of one message (``c1h`` = cache_creation_1h_input_tokens, ``cc`` = cache_cr
     input_tokens x input + (cc - c1h) x cache_write_5m + c1h x cache_write_1h
       + cache_read_input_tokens x cache_read + output_tokens x output
 
-``reasoning_tokens`` are inside ``output_tokens`` and never charged again. When a period has a
-``long_context`` tier and the prompt (input + cc + cache_read) is strictly above its threshold,
-the whole request is charged at the tier's prices. A tier that omits a cache price gets the base
-cache price scaled by the tier's input ratio (tier input / base input), the rule Anthropic
-publishes for its >200k tier (cache multipliers apply to the long-context input rate).
+``reasoning_tokens`` are inside ``output_tokens`` and never charged again. When a period has
+``long_context`` tiers and the prompt (input + cc + cache_read) is strictly above a threshold,
+the whole request is charged at the highest such tier's prices. A tier that omits a cache price
+gets the base cache price scaled by the tier's input ratio (tier input / base input), the rule
+Anthropic publishes for its >200k tier (cache multipliers apply to the long-context input rate).
+A message's ``service_tier`` (``usage_etl.service_tier``) selects the period's prices for that
+tier (``service_tiers``); a tier without prices leaves the message unpriced.
 
 Overflow: every token field of a priced message is at most ``MAX_TOKENS_PER_FIELD`` (10^9)
 tokens (normalization quarantines larger values as ``tokens_out_of_range``), and the loader
@@ -27,7 +29,8 @@ rejects a period whose prices could then exceed Int64 pico-USD for one message
 ``price_messages`` also computes in Int128 and casts back strictly, so a frame that bypassed
 normalization raises instead of wrapping to a wrong (negative) cost.
 
-Sources of the shipped prices: see ``usage_etl/prices/default.toml`` and docs/pricing.md.
+The shipped book is generated from genai-prices (``usage_etl.pricing.genai``); sources and
+the exceptions where it is corrected: docs/pricing.md.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import math
 import os
 import re
 import tomllib
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -49,6 +53,8 @@ from typing import Any
 import polars as pl
 
 from usage_etl.frames import MAX_TOKENS_PER_FIELD
+from usage_etl.pricing.validation import PriceBookWarning, implausible_prices
+from usage_etl.service_tier import SERVICE_TIER_NAME, STANDARD_TIER, canonical_service_tier
 
 __all__ = [
     "ENV_VAR",
@@ -83,12 +89,14 @@ _PERIOD_KEYS = {
     "effective_to",
     *PRICE_KEYS,
     "long_context",
+    "service_tiers",
     "batch_discount",
     "source",
     "source_date",
     "note",
 }
 _LONG_CONTEXT_KEYS = {"threshold", *PRICE_KEYS}
+_SERVICE_TIER_KEYS = {*PRICE_KEYS, "long_context"}
 
 # Model-name normalization. The same rules run as Python `re` (loader, importer, CLI) and as
 # Polars/Rust regex (per row); they are kept to the syntax both engines read identically.
@@ -112,15 +120,13 @@ _SUFFIX_RES = tuple(re.compile(p) for p in _SUFFIX_RULES)
 _ROW = "__pricing_row"
 _FROM = "__pricing_from"
 _TO = "__pricing_to"
-_LC_THRESHOLD = "__pricing_lc_threshold"
+_TIER = "__pricing_tier"
+_ABOVE = "__pricing_prompt_above"
+_UP_TO = "__pricing_prompt_up_to"
 
 
 def _p(key: str) -> str:
     return f"__pricing_{key}"
-
-
-def _lc(key: str) -> str:
-    return f"__pricing_lc_{key}"
 
 
 class PriceBookError(ValueError):
@@ -223,6 +229,17 @@ _PERIOD_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+RATES_SCHEMA: dict[str, pl.DataType] = {
+    "price_model": pl.String(),
+    "effective_from": pl.Datetime("us", "UTC"),
+    "effective_to": pl.Datetime("us", "UTC"),
+    "service_tier": pl.String(),
+    "prompt_above": pl.Int64(),
+    "prompt_up_to": pl.Int64(),
+    **{k: pl.Int64() for k in PRICE_KEYS},
+}
+
+
 @dataclass(frozen=True, eq=False)
 class PriceBook:
     """A loaded, validated price book.
@@ -235,8 +252,13 @@ class PriceBook:
               informational), source, source_date, origin (file the period came from).
     aliases:  key -> price_model (String, String) for every canonical name and alias, lower-case.
     patterns: (regex, price_model) in the order they are tried.
-    version:  first 12 hex digits of sha256 over the canonical content of the loaded files.
+    version:  first 12 hex digits of sha256 over the canonical content of the loaded files
+              and the resolved prices.
     files:    the files loaded, in order.
+    rates:    what `price_messages` charges (`RATES_SCHEMA`): one row per model x period x
+              service tier (`standard` = the period's own prices) x prompt-length level; a
+              level applies when prompt_above < prompt tokens <= prompt_up_to (null = no upper
+              bound); the base level has prompt_above = -1. Prices in pico-USD per token.
     """
 
     periods: pl.DataFrame
@@ -245,6 +267,7 @@ class PriceBook:
     version: str
     files: tuple[str, ...]
     info: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    rates: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=RATES_SCHEMA))
 
     @property
     def models(self) -> list[str]:
@@ -322,30 +345,13 @@ def _parse_period(origin: str, key: str, raw: Any) -> dict[str, Any]:
         if k not in raw:
             raise _fail(origin, f"{key}.{k}", "missing price (USD per million tokens)")
         p[k] = _check_price(origin, f"{key}.{k}", raw[k])
-    p["long_context_threshold"] = None
+    p["tiers"] = _parse_long_context(origin, f"{key}.long_context", raw.get("long_context"), p)
+    # The first (lowest) tier, as the flat columns of PriceBook.periods show it.
+    first = p["tiers"][0] if p["tiers"] else {}
+    p["long_context_threshold"] = first.get("threshold")
     for k in PRICE_KEYS:
-        p[f"long_context_{k}"] = None
-    if "long_context" in raw:
-        lc = raw["long_context"]
-        lkey = f"{key}.long_context"
-        if not isinstance(lc, dict):
-            raise _fail(origin, lkey, "must be a table")
-        unknown = set(lc) - _LONG_CONTEXT_KEYS
-        if unknown:
-            raise _fail(origin, f"{lkey}.{sorted(unknown)[0]}", "unknown key")
-        for req in ("threshold", "input", "output"):
-            if req not in lc:
-                raise _fail(origin, f"{lkey}.{req}", "missing")
-        thr = lc["threshold"]
-        if not isinstance(thr, int) or isinstance(thr, bool) or thr <= 0:
-            raise _fail(origin, f"{lkey}.threshold", "must be a positive integer number of prompt tokens")
-        p["long_context_threshold"] = thr
-        for k in PRICE_KEYS:
-            if k in lc:
-                p[f"long_context_{k}"] = _check_price(origin, f"{lkey}.{k}", lc[k])
-        for k in PRICE_KEYS:
-            if k not in lc:
-                p[f"long_context_{k}"] = _tier_price(origin, f"{lkey}.{k}", p[k], p["input"], p["long_context_input"])
+        p[f"long_context_{k}"] = first.get(k)
+    p["service_tiers"] = _parse_service_tiers(origin, f"{key}.service_tiers", raw.get("service_tiers"), p)
     bd = raw.get("batch_discount")
     if bd is not None and (not isinstance(bd, (int, float)) or isinstance(bd, bool) or not 0 <= bd < 1):
         raise _fail(origin, f"{key}.batch_discount", "must be a fraction in [0, 1)")
@@ -359,7 +365,75 @@ def _parse_period(origin: str, key: str, raw: Any) -> dict[str, Any]:
     )
     _check_cost_range(origin, key, p)
     p["origin"] = origin
+    p["key"] = key
     return p
+
+
+def _parse_long_context(origin: str, key: str, raw: Any, base: dict[str, Any]) -> list[dict[str, Any]]:
+    """`long_context`: one tier table or an array of them -> tiers sorted by threshold (distinct)."""
+    if raw is None:
+        return []
+    items = [(key, raw)] if isinstance(raw, dict) else [(f"{key}[{i}]", t) for i, t in enumerate(raw)] if isinstance(raw, list) else None
+    if not items:
+        raise _fail(origin, key, "must be a table or a non-empty array of tables")
+    tiers = []
+    for lkey, lc in items:
+        if not isinstance(lc, dict):
+            raise _fail(origin, lkey, "must be a table")
+        unknown = set(lc) - _LONG_CONTEXT_KEYS
+        if unknown:
+            raise _fail(origin, f"{lkey}.{sorted(unknown)[0]}", "unknown key")
+        for req in ("threshold", "input", "output"):
+            if req not in lc:
+                raise _fail(origin, f"{lkey}.{req}", "missing")
+        thr = lc["threshold"]
+        if not isinstance(thr, int) or isinstance(thr, bool) or thr <= 0:
+            raise _fail(origin, f"{lkey}.threshold", "must be a positive integer number of prompt tokens")
+        t: dict[str, Any] = {"threshold": thr, "key": lkey}
+        for k in PRICE_KEYS:
+            if k in lc:
+                t[k] = _check_price(origin, f"{lkey}.{k}", lc[k])
+        for k in PRICE_KEYS:
+            if k not in lc:
+                t[k] = _tier_price(origin, f"{lkey}.{k}", base[k], base["input"], t["input"])
+        tiers.append(t)
+    tiers.sort(key=lambda t: t["threshold"])
+    for a, b in zip(tiers, tiers[1:]):
+        if a["threshold"] == b["threshold"]:
+            raise _fail(origin, key, f"two tiers with threshold {a['threshold']}")
+    return tiers
+
+
+def _parse_service_tiers(origin: str, key: str, raw: Any, base: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """`service_tiers`: {name: {input, output, [cache_*], [long_context]}} -> validated prices.
+
+    An omitted cache price is the base price x (tier input / base input), as for long context.
+    A service tier without `long_context` has no long-context tiers (its prices are flat).
+    """
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise _fail(origin, key, "must be a table of service tiers ({ flex = { input = ..., output = ... } })")
+    out: dict[str, dict[str, Any]] = {}
+    for name, st in raw.items():
+        skey = f"{key}.{name}"
+        if not SERVICE_TIER_NAME.match(name) or name == STANDARD_TIER:
+            raise _fail(origin, skey, f"service tier name must match {SERVICE_TIER_NAME.pattern} and not be {STANDARD_TIER!r} (the period's own prices)")
+        if not isinstance(st, dict):
+            raise _fail(origin, skey, "must be a table")
+        unknown = set(st) - _SERVICE_TIER_KEYS
+        if unknown:
+            raise _fail(origin, f"{skey}.{sorted(unknown)[0]}", f"unknown key (allowed: {', '.join(sorted(_SERVICE_TIER_KEYS))})")
+        for req in ("input", "output"):
+            if req not in st:
+                raise _fail(origin, f"{skey}.{req}", "missing price (USD per million tokens)")
+        t: dict[str, Any] = {k: _check_price(origin, f"{skey}.{k}", st[k]) for k in PRICE_KEYS if k in st}
+        for k in PRICE_KEYS:
+            if k not in t:
+                t[k] = _tier_price(origin, f"{skey}.{k}", base[k], base["input"], t["input"])
+        t["tiers"] = _parse_long_context(origin, f"{skey}.long_context", st.get("long_context"), t)
+        out[name] = t
+    return out
 
 
 def _tier_price(origin: str, key: str, base_price: int, base_input: int, tier_input: int) -> int:
@@ -385,12 +459,12 @@ def _tier_price(origin: str, key: str, base_price: int, base_input: int, tier_in
 def _check_cost_range(origin: str, key: str, p: dict[str, Any]) -> None:
     """Reject prices with which a message of MAX_TOKENS_PER_FIELD tokens per field could cost
     more than Int64 pico-USD (it would overflow instead of being priced)."""
-    tiers = [("", key)]
-    if p["long_context_threshold"] is not None:
-        tiers.append(("long_context_", f"{key}.long_context"))
-    for pre, tkey in tiers:
-        writes = max(p[pre + "cache_write_5m"], p[pre + "cache_write_1h"])
-        per_token = p[pre + "input"] + writes + p[pre + "cache_read"] + p[pre + "output"]
+    levels = [(p, key)] + [(t, t["key"]) for t in p["tiers"]]
+    for name, st in p["service_tiers"].items():
+        levels += [(st, f"{key}.service_tiers.{name}")] + [(t, t["key"]) for t in st["tiers"]]
+    for prices, tkey in levels:
+        writes = max(prices["cache_write_5m"], prices["cache_write_1h"])
+        per_token = prices["input"] + writes + prices["cache_read"] + prices["output"]
         if per_token * MAX_TOKENS_PER_FIELD > INT64_MAX:
             raise _fail(
                 origin, tkey,
@@ -497,6 +571,11 @@ def _book_paths(extra_paths: Iterable[str | os.PathLike[str]], use_env: bool) ->
     return paths
 
 
+def _default_book_text() -> str:
+    """The packaged default book (generated from genai-prices, see pricing/genai.py)."""
+    return files("usage_etl").joinpath("prices/default.toml").read_text(encoding="utf-8")
+
+
 def load_price_book(
     extra_paths: Iterable[str | os.PathLike[str]] = (),
     *,
@@ -517,8 +596,7 @@ def load_price_book(
     """
     sources: list[tuple[str, str]] = []
     if include_default:
-        text = files("usage_etl").joinpath("prices/default.toml").read_text(encoding="utf-8")
-        sources.append((DEFAULT_BOOK_NAME, text))
+        sources.append((DEFAULT_BOOK_NAME, _default_book_text()))
     for path in _book_paths(extra_paths, use_env):
         try:
             sources.append((str(path), path.read_text(encoding="utf-8")))
@@ -570,12 +648,17 @@ def load_price_book(
         entries = {**{n: entries[n] for n in parsed}, **{n: e for n, e in entries.items() if n not in parsed}}
 
     rows = [
-        {"price_model": e.name, **p, "effective_from": _utc_midnight(p["effective_from"]),
-         "effective_to": _utc_midnight(p["effective_to"])}
+        {**{k: v for k, v in p.items() if k in _PERIOD_SCHEMA}, "price_model": e.name,
+         "effective_from": _utc_midnight(p["effective_from"]), "effective_to": _utc_midnight(p["effective_to"])}
         for e in entries.values()
         for p in e.periods
     ]
     periods = pl.DataFrame(rows or None, schema=_PERIOD_SCHEMA).sort("price_model", "effective_from")
+    rates = _rates(entries.values())
+    for e in entries.values():
+        for p in e.periods:
+            for finding in implausible_prices(e.name, e.provider, p["origin"], p["key"], p):
+                warnings.warn(PriceBookWarning(finding), stacklevel=2)
     keys = sorted(owner.items())
     aliases = pl.DataFrame(
         {"key": [k for k, _ in keys], "price_model": [v for _, v in keys]},
@@ -584,7 +667,7 @@ def load_price_book(
     patterns = tuple((pat, e.name) for e in entries.values() for pat in e.patterns)
     # The resolved prices are hashed too, so a change in how a price is derived (a long-context
     # cache price left unstated) changes the version even when no file changed.
-    resolved = periods.drop("origin").rows()
+    resolved = [periods.drop("origin").rows(), rates.rows()]
     blob = json.dumps([docs, resolved], sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     version = hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
     info = {
@@ -599,7 +682,23 @@ def load_price_book(
         version=version,
         files=tuple(o for o, _ in sources),
         info=info,
+        rates=rates,
     )
+
+
+def _rates(entries: Iterable[_Entry]) -> pl.DataFrame:
+    """One row per model x period x service tier x prompt-length level (`RATES_SCHEMA`)."""
+    rows = []
+    for e in entries:
+        for p in e.periods:
+            span = {"price_model": e.name, "effective_from": _utc_midnight(p["effective_from"]),
+                    "effective_to": _utc_midnight(p["effective_to"])}
+            for tier, prices in [(STANDARD_TIER, p), *p["service_tiers"].items()]:
+                levels = [{**prices, "threshold": -1}, *prices["tiers"]]
+                for lo, hi in zip(levels, [*levels[1:], None]):
+                    rows.append({**span, "service_tier": tier, "prompt_above": lo["threshold"],
+                                 "prompt_up_to": hi["threshold"] if hi else None, **{k: lo[k] for k in PRICE_KEYS}})
+    return pl.DataFrame(rows or None, schema=RATES_SCHEMA).sort("price_model", "effective_from", "service_tier", "prompt_above")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -651,57 +750,62 @@ def price_messages(frame: pl.LazyFrame, book: PriceBook) -> pl.LazyFrame:
 
     Input: the canonical message frame (docs/architecture.md, "Canonical frame") with ``cache_creation_1h_input_tokens``;
     token fields in tokens, at most ``MAX_TOKENS_PER_FIELD`` each (as normalization guarantees).
+    An optional ``service_tier`` column (String, as reported; see ``service_tier``) picks the
+    tier's own prices; without it every message is ``standard``.
     A cost beyond Int64 pico-USD raises ``polars.exceptions.InvalidOperationError`` at collect
     time; it is never wrapped to a wrong value.
-    The period used is the one with ``effective_from <= created_at < effective_to``.
-    ``cost_pico_usd`` is null and ``priced`` False when the model is unknown or has no period
-    in effect at ``created_at``; an unknown model is never priced at 0. Row count and order are
-    preserved; other columns pass through (existing output columns are replaced).
+    The period used is the one with ``effective_from <= created_at < effective_to``; within it,
+    the service tier's level whose prompt range holds input + cache writes + cache reads.
+    ``cost_pico_usd`` is null and ``priced`` False when the model is unknown, has no period in
+    effect at ``created_at``, or the period has no prices for the served tier; an unknown model
+    is never priced at 0 and a tier is never priced at the standard rate. Row count and order
+    are preserved; other columns pass through (existing output columns are replaced).
     """
     base = frame.drop(list(_OUTPUT_COLUMNS), strict=False).with_row_index(_ROW)
+    has_tier = "service_tier" in base.collect_schema().names()
+    tier = canonical_service_tier(pl.col("service_tier")) if has_tier else pl.lit(STANDARD_TIER)
     # Resolve each distinct name once; the regex work then scales with models, not messages.
     names = base.select("model").unique().with_columns(price_model=resolve_model(pl.col("model"), book))
-    prices = book.periods.lazy().select(
+    rates = book.rates.lazy().select(
         "price_model",
+        pl.col("service_tier").alias(_TIER),
         pl.col("effective_from").alias(_FROM),
         pl.col("effective_to").alias(_TO),
+        pl.col("prompt_above").alias(_ABOVE),
+        pl.col("prompt_up_to").alias(_UP_TO),
         *[pl.col(k).alias(_p(k)) for k in PRICE_KEYS],
-        pl.col("long_context_threshold").alias(_LC_THRESHOLD),
-        *[pl.col(f"long_context_{k}").alias(_lc(k)) for k in PRICE_KEYS],
     )
 
     cc = pl.col("cache_creation_input_tokens")
     c1h = pl.col("cache_creation_1h_input_tokens")
     prompt = pl.col("input_tokens") + cc + pl.col("cache_read_input_tokens")
-    # Strictly above the threshold: the whole request moves to the tier (exactly at it: base).
-    over = pl.col(_LC_THRESHOLD).is_not_null() & (prompt > pl.col(_LC_THRESHOLD))
-
-    def price(k: str) -> pl.Expr:
-        return pl.when(over).then(pl.col(_lc(k))).otherwise(pl.col(_p(k)))
+    # Strictly above a threshold: the whole request moves to that level (exactly at it: the one below).
+    in_level = (prompt > pl.col(_ABOVE)) & (pl.col(_UP_TO).is_null() | (prompt <= pl.col(_UP_TO)))
 
     def tokens(expr: pl.Expr) -> pl.Expr:
         # Int128 products and sum (tokens x pico-USD per token): exact far beyond Int64.
         return expr.cast(pl.Int128)
 
     cost = (
-        tokens(pl.col("input_tokens")) * price("input")
-        + tokens(cc - c1h) * price("cache_write_5m")
-        + tokens(c1h) * price("cache_write_1h")
-        + tokens(pl.col("cache_read_input_tokens")) * price("cache_read")
-        + tokens(pl.col("output_tokens")) * price("output")
+        tokens(pl.col("input_tokens")) * pl.col(_p("input"))
+        + tokens(cc - c1h) * pl.col(_p("cache_write_5m"))
+        + tokens(c1h) * pl.col(_p("cache_write_1h"))
+        + tokens(pl.col("cache_read_input_tokens")) * pl.col(_p("cache_read"))
+        + tokens(pl.col("output_tokens")) * pl.col(_p("output"))
     )
     in_effect = (pl.col(_FROM) <= pl.col("created_at")) & (
         pl.col(_TO).is_null() | (pl.col("created_at") < pl.col(_TO))
     )
 
     with_model = base.join(names, on="model", how="left", nulls_equal=True, validate="m:1", maintain_order="left")
-    # Expand each message to its model's periods (a handful) and keep the one in effect. Periods
-    # never overlap (checked at load), so at most one survives; validate="1:1" below enforces it.
-    # Unlike join_asof, this needs no sort of the message frame and no re-sort to restore order.
+    # Expand each message to its model's rates for its tier (a handful) and keep the one in
+    # effect. Periods never overlap and levels partition the prompt range (checked at load), so
+    # at most one survives; validate="1:1" below enforces it. Unlike join_asof, this needs no
+    # sort of the message frame and no re-sort to restore order.
     costs = (
-        with_model.select(_ROW, "price_model", "created_at", *_COST_INPUTS)
-        .join(prices, on="price_model", how="inner")
-        .filter(in_effect)
+        with_model.select(_ROW, "price_model", "created_at", *_COST_INPUTS, tier.alias(_TIER))
+        .join(rates, on=["price_model", _TIER], how="inner")
+        .filter(in_effect & in_level)
         # Strict cast: a cost beyond Int64 raises (InvalidOperationError naming cost_pico_usd)
         # instead of wrapping. Normalized frames never get here (MAX_TOKENS_PER_FIELD and the
         # loader's price check keep every cost within Int64).

@@ -39,6 +39,9 @@ RAW_SCHEMA: dict[str, pl.DataType] = {
     "usage_type": pl.String(),
     **{name: pl.String() for name in TOKEN_SLOTS},
     "paid_amount": pl.String(),
+    # Service tier as reported (columns.service_tier, and service_tier inside the usage object).
+    "service_tier": pl.String(),
+    "u_service_tier": pl.String(),
 }
 
 
@@ -54,7 +57,7 @@ def raw_schema(source: SourceConfig) -> dict[str, pl.DataType]:
 
 def _refs(source: SourceConfig) -> list[FieldRef]:
     c = source.columns
-    refs = [c.user, c.conversation, c.agent, c.model, c.status, c.paid_amount, source.tokens.usage]
+    refs = [c.user, c.conversation, c.agent, c.model, c.status, c.paid_amount, c.service_tier, source.tokens.usage]
     refs += list(source.tokens.refs().values()) + list(source.breakdowns.values())
     return [r for r in refs if r is not None and r.column is not None]
 
@@ -123,6 +126,8 @@ def window_query(settings: Settings, start: datetime | None, end: datetime | Non
         usage_type.label("usage_type"),
         *[field_text(t, ref).label(slot) for slot, ref in src.tokens.refs().items()],
         field_text(t, c.paid_amount).label("paid_amount"),
+        field_text(t, c.service_tier).label("service_tier"),
+        field_text(t, usage.child("service_tier") if usage is not None else None).label("u_service_tier"),
         *[field_text(t, ref).label(DIMENSION_PREFIX + name) for name, ref in src.breakdowns.items()],
     )
     ts = t.c[c.time]
