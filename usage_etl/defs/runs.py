@@ -3,7 +3,8 @@
 Runs execute in this process but are recorded in the Dagster instance (`DAGSTER_HOME`, default
 `./.dagster`), so they show in the UI next to scheduled runs. A range of partitions runs in batches
 of contiguous partitions, one run per batch. `submit_backfill` instead hands the range to the
-daemon as one Dagster backfill.
+daemon as one Dagster backfill. With a Claude Code source both land new transcript lines first
+(the unpartitioned `claude_code_messages` asset, upstream of the days).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 import dagster as dg
 
 from usage_etl.defs import partitions
-from usage_etl.defs.assets import PARTITIONS, USAGE_ASSETS
+from usage_etl.defs.assets import PARTITIONS, SETTINGS, USAGE_ASSETS
+from usage_etl.defs.claude_code import ASSET_NAME as INGEST_ASSET
 from usage_etl.settings import Settings
 from usage_etl.defs.resources import PostgresResource
 
@@ -75,21 +77,26 @@ def materialize_range(
     log_level: str = "WARNING",
     assets: list[dg.AssetsDefinition] | None = None,
     tags: dict[str, str] | None = None,
+    ingest: bool = False,
 ) -> list[dg.ExecuteInProcessResult]:
     """Materialize `keys` of one asset, one run per batch of `batch_size` (default: all in one run);
-    stops after a failed run. `tags` are added to every run.
+    stops after a failed run. `tags` are added to every run. With `ingest`, a daily range and an
+    ingestion asset among `assets` (Claude Code source), the first run materializes the ingestion
+    asset too, before its days, so new transcript lines are landed before they are aggregated.
 
     `assets` defaults to the assets of the environment's settings (`assets.USAGE_ASSETS`).
     """
     assets = assets or USAGE_ASSETS
-    asset = {a.key.path[-1]: a for a in assets}[f"{granularity}_user_usage"]
+    by_name = {a.key.path[-1]: a for a in assets}
+    asset = by_name[f"{granularity}_user_usage"]
+    first = [by_name[INGEST_ASSET]] if ingest and granularity == "daily" and INGEST_ASSET in by_name else []
     size = batch_size or len(keys) or 1
     results = []
     for i in range(0, len(keys), size):
         batch = keys[i : i + size]
         result = dg.materialize(
             assets,
-            selection=[asset],
+            selection=[*(first if i == 0 else []), asset],
             instance=inst,
             resources=resources or {"db": PostgresResource()},
             tags={**(tags or {}), RANGE_START: batch[0], RANGE_END: batch[-1]},
@@ -108,7 +115,8 @@ def submit_backfill(keys: dict[str, list[str]], *, inst: dg.DagsterInstance, tag
     """Record a Dagster backfill of `keys` ({granularity: partition keys}) for the daemon to run.
 
     The backfill daemon launches its runs through the instance's run coordinator (queue, pools,
-    tag limits), days before the weeks and months above them, `BackfillPolicy` batches per run.
+    tag limits), days before the weeks and months above them, `BackfillPolicy` batches per run;
+    with a Claude Code source the backfill includes its ingestion asset, run before the days.
     Returns the backfill id (UI: /runs/b/<id>).
     """
     import time
@@ -117,11 +125,14 @@ def submit_backfill(keys: dict[str, list[str]], *, inst: dg.DagsterInstance, tag
     from dagster._core.execution.backfill import PartitionBackfill
     from dagster._core.utils import make_new_backfill_id
 
+    from usage_etl.defs.automation import ingestion_keys
+
     by_name = {a.key.path[-1]: a.key for a in USAGE_ASSETS}
     subset = AssetGraphSubset(
         partitions_subsets_by_asset_key={
             by_name[f"{g}_user_usage"]: PARTITIONS[g].subset_with_partition_keys(ks) for g, ks in keys.items() if ks
         },
+        non_partitioned_asset_keys=ingestion_keys(SETTINGS) if keys.get("daily") else set(),
     )
     backfill_id = make_new_backfill_id()
     inst.add_backfill(
