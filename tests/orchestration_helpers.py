@@ -43,7 +43,7 @@ class Location:
         self.auto = auto or automation.AutomationSettings(retry_max=0)
         self.partitions = partitions.build(settings)
         self.assets = assets.build_assets(settings, auto=self.auto)
-        self.daily, self.weekly, self.monthly = self.assets
+        self.daily, self.weekly, self.monthly = self.assets[:3]  # then the ingestion asset, if configured
         self.raw = late_data.raw_asset(settings, self.partitions["daily"])
         self.nightly_sensor = automation.build_nightly_sensor(settings, self.auto, self.partitions)
         self.late_sensor = late_data.build_sensor(settings, self.auto, self.partitions)

@@ -158,3 +158,46 @@ def test_new_lines_only_and_larger_usage_wins(engine, settings, root) -> None:
     # alice Mar 31: msg_D now (7, 0, 500, 90) + msg_F (4, 0, 0, 8).
     assert tokens(summary(engine, "daily"))[("alice", MAR31)] == (2, 0, 1, 11, 0, 500, 98, 0, 609)
     assert tokens(summary(engine, "daily"))[("alice", MAR30)] == (3, 0, 1, 18, 3100, 1200, 120, 0, 4438)
+
+
+def test_identical_snapshot_after_midnight_does_not_move_a_materialized_message(engine, settings, root) -> None:
+    # msg_M answered at 23:59:59 on Mar 30; an identical copy is written at 00:00:01 on Mar 31
+    # (a resumed session). The message stays on Mar 30, already materialized; and a copy read
+    # before the original moves to the original's earlier time once the original arrives.
+    first = _line("msg_M", "req_M", "2026-03-30T23:59:59Z", 5, 6)
+    copy = _line("msg_M", "req_M", "2026-03-31T00:00:01Z", 5, 6)
+    late_first = _line("msg_L", "req_L", "2026-03-31T00:00:02Z", 1, 2)
+    early_copy = _line("msg_L", "req_L", "2026-03-30T23:59:58Z", 1, 2)
+    with (root / ALICE_FILE).open("a") as fh:
+        fh.write(first + "\n" + late_first + "\n")
+    materialize_all(settings, DAYS, WEEKS, MONTHS, also=INGEST)
+    daily = tokens(summary(engine, "daily"))
+    assert daily[("alice", MAR30)] == (4, 0, 1, 23, 3100, 1200, 126, 0, 4449)  # + msg_M (5, 6)
+    assert daily[("alice", MAR31)] == (2, 0, 1, 8, 0, 500, 72, 0, 580)  # + msg_L (1, 2)
+
+    resumed = root / "alice" / "proj-a" / "sess-a2.jsonl"
+    resumed.write_text(copy + "\n" + early_copy + "\n")
+    md = _ingest(settings)
+    assert (md["lines_read"], md["messages_inserted"], md["messages_updated"], md["messages_unchanged"]) == (2, 0, 1, 1)
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text(
+            "SELECT message_id, created_at AT TIME ZONE 'UTC', source_file FROM claude_code_messages "
+            "WHERE message_id IN ('msg_M:req_M', 'msg_L:req_L') ORDER BY 1")).all()
+    assert [(m, t.isoformat(), f) for m, t, f in stored] == [
+        ("msg_L:req_L", "2026-03-30T23:59:58", "alice/proj-a/sess-a2.jsonl"),
+        ("msg_M:req_M", "2026-03-30T23:59:59", ALICE_FILE),
+    ]
+    result = materialize(settings, "daily_user_usage", *DAYS)
+    assert result.success
+    daily = tokens(summary(engine, "daily"))
+    assert daily[("alice", MAR30)] == (5, 0, 1, 24, 3100, 1200, 128, 0, 4452)  # msg_M stays, msg_L joins
+    assert daily[("alice", MAR31)] == (1, 0, 1, 7, 0, 500, 70, 0, 577)
+
+    # One read of everything from scratch stores the same rows (same order as the upserts).
+    with engine.begin() as conn:
+        before = conn.execute(sa.text("SELECT message_id, created_at, source_file, source_line FROM claude_code_messages ORDER BY 1")).all()
+        conn.execute(sa.text("DELETE FROM claude_code_files"))
+        conn.execute(sa.text("DELETE FROM claude_code_messages"))
+    _ingest(settings)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT message_id, created_at, source_file, source_line FROM claude_code_messages ORDER BY 1")).all() == before

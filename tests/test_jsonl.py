@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from usage_etl.sources.jsonl import (
@@ -419,4 +421,58 @@ def test_crlf_and_new_files(root: Path) -> None:
     assert new.lines.rows() == [
         ("carol/s.jsonl", 1, '{"type":"user"}'),
         ("carol/s.jsonl", 2, '{"type":"summary"}'),
+    ]
+
+
+def test_identical_snapshots_across_midnight_are_dated_by_the_earliest() -> None:
+    # The same response written at 23:59:59.9 and, identical, at 00:00:00.2 the next day (a
+    # re-write or a resumed-session copy): it belongs to the first day, in any line order.
+    early = assistant("m", request_id="r", ts="2025-06-01T23:59:59.900Z", session="s",
+                      input_tokens=3, output_tokens=40)
+    late = assistant("m", request_id="r", ts="2025-06-02T00:00:00.200Z", session="s",
+                     input_tokens=3, output_tokens=40)
+    for texts, files in (([early, late], ["a.jsonl", "b.jsonl"]), ([late, early], ["a.jsonl", "b.jsonl"])):
+        lines = pl.DataFrame({"file": files, "line_no": [1, 1], "text": texts})
+        kept = parse_lines(lines, user_id="u").messages
+        assert kept.select("created_at", "output_tokens").rows() == [
+            (datetime(2025, 6, 1, 23, 59, 59, 900000, tzinfo=timezone.utc), 40)
+        ]
+        assert daily(kept) == {("u", date(2025, 6, 1)): {
+            "messages": 1, "input_tokens": 3, "cache_creation_input_tokens": 0,
+            "cache_creation_1h_input_tokens": 0, "cache_read_input_tokens": 0,
+            "output_tokens": 40, "reasoning_tokens": 0,
+        }}
+    # A more complete snapshot still wins, and dates the response.
+    fuller = assistant("m", request_id="r", ts="2025-06-02T00:00:01Z", session="s",
+                       input_tokens=3, output_tokens=41)
+    lines = pl.DataFrame({"file": ["a.jsonl"] * 3, "line_no": [1, 2, 3], "text": [early, late, fuller]})
+    kept = parse_lines(lines, user_id="u").messages
+    assert kept.select("created_at", "output_tokens").rows() == [(datetime(2025, 6, 2, 0, 0, 1, tzinfo=timezone.utc), 41)]
+
+
+_snapshot = st.tuples(
+    st.integers(0, 3),  # output_tokens
+    st.integers(0, 2),  # cache_read_input_tokens
+    st.integers(0, 5),  # seconds after 2025-06-01T23:59:58Z
+    st.sampled_from(["a.jsonl", "b.jsonl"]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(snaps=st.lists(_snapshot, min_size=1, max_size=8), seed=st.integers(0, 2**16))
+def test_kept_snapshot_is_the_documented_maximum_whatever_the_order(snaps, seed) -> None:
+    """Invariant of de-duplication: the kept snapshot has the largest output, then total, then the
+    EARLIEST timestamp, then the greatest (file, line_no), for any snapshots in any order."""
+    base = datetime(2025, 6, 1, 23, 59, 58, tzinfo=timezone.utc)
+    rows, line_no = [], {"a.jsonl": 0, "b.jsonl": 0}
+    for out, cr, sec, file in snaps:
+        line_no[file] += 1
+        ts = (base + timedelta(seconds=sec)).isoformat().replace("+00:00", "Z")
+        rows.append((file, line_no[file], assistant("m", request_id="r", ts=ts, session="s", input_tokens=1,
+                                                    cache_read_input_tokens=cr, output_tokens=out), out, cr, sec))
+    best = max(rows, key=lambda r: (r[3], 1 + r[3] + r[4], -r[5], r[0], r[1]))
+    lines = pl.DataFrame({"file": [r[0] for r in rows], "line_no": [r[1] for r in rows], "text": [r[2] for r in rows]})
+    kept = parse_lines(lines.sample(fraction=1.0, shuffle=True, seed=seed), user_id="u").messages
+    assert kept.select("source_file", "source_line", "output_tokens", "cache_read_input_tokens", "created_at").rows() == [
+        (best[0], best[1], best[3], best[4], base + timedelta(seconds=best[5]))
     ]

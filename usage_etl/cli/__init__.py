@@ -28,12 +28,14 @@ def _register() -> None:
     from usage_etl.cli.data import demo, generate
     from usage_etl.cli.db import db
     from usage_etl.cli.prices import prices
+    from usage_etl.cli.reports import usage
     from usage_etl.cli.runs import backfill, check
     from usage_etl.cli.source import source
     from usage_etl.cli.summary import summary
 
     for command in (db, generate, backfill, check, summary, demo, prices, reprice, report, source):
         main.add_command(command)
+    report.add_command(usage)
 
 
 _register()

@@ -37,7 +37,8 @@ def backfill(start: datetime | None, end: datetime | None, granularity: str, bat
     """Materialize a range of partitions through Dagster; the runs show in the Dagster UI.
 
     Days run first, then the weeks and months over them, each in runs of at most --batch-size
-    contiguous partitions, with a progress line per run and a summary at the end. Safe to repeat:
+    contiguous partitions, with a progress line per run and a summary at the end. With a Claude
+    Code source, the first run of days lands new transcript lines first. Safe to repeat:
     every partition is replaced, never added to.
     """
     import math
@@ -85,10 +86,15 @@ def backfill(start: datetime | None, end: datetime | None, granularity: str, bat
             f"  {g:<7} {batch[0]}…{batch[-1]} {len(batch):>3} partitions  run {result.run_id[:8]} {status:<6} "
             f"[{done['runs']}/{n_runs} runs, {done['partitions']}/{total} partitions, {time.perf_counter() - t0:.1f}s]"
         )
+        for event in result.get_asset_materialization_events():
+            if event.asset_key.path[-1] == runs.INGEST_ASSET:
+                md = {k: v.value for k, v in event.materialization.metadata.items()}
+                click.echo(f"  ingested {md['lines_read']} new transcript lines: {md['messages_inserted']} new messages, "
+                           f"{md['messages_updated']} updated, {md['lines_quarantined']} quarantined")
 
     try:
         for g in grains:
-            runs.materialize_range(g, keys[g], inst=inst, batch_size=size or None, on_batch=progress, tags=tags)
+            runs.materialize_range(g, keys[g], inst=inst, batch_size=size or None, on_batch=progress, tags=tags, ingest=True)
             if failed:
                 break
     finally:  # also on Ctrl-C: the Backfills tab must not show it running forever

@@ -17,6 +17,9 @@ All of it runs in the Dagster daemon; there is no loop or scheduler of our own.
   days is running; a new week or month with no day yet is not materialized (dagster issues
   #25723, #34094). A week over a day whose check failed with ERROR waits until a rerun of the
   day passes; then `rollup_condition` (or the next nightly tick) rolls it up.
+- **Ingestion first**: with a Claude Code source configured, the unpartitioned ingestion asset
+  (`claude_code_messages`, upstream of the days) is part of every backfill that runs days, so the
+  daemon lands new transcript lines before it aggregates the days they belong to.
 - **Late-arriving data**: `late_data` requests changed days the same way (one backfill).
 - **Rollups after any other run of a day** (e.g. from the UI's Materialize dialog, or a nightly
   rerun of a day whose check had failed): declarative automation on the weekly and monthly assets
@@ -40,6 +43,7 @@ import polars as pl
 from usage_etl.defs import asset_checks
 from usage_etl.defs.dagster_internals import AssetGraphSubset, BulkActionsFilter, BulkActionStatus
 from usage_etl.settings import AutomationSettings, Settings
+from usage_etl.sources import claude_code
 
 AC = dg.AutomationCondition
 GRANULARITIES = ("daily", "weekly", "monthly")
@@ -109,10 +113,22 @@ def statuses(instance: dg.DagsterInstance, parts: dict[str, dg.TimeWindowPartiti
     return frames
 
 
-def backfill_request(parts: dict[str, dg.TimeWindowPartitionsDefinition], wanted: dict[str, list[str]], tags: dict[str, str]) -> dg.RunRequest:
-    """One Dagster backfill of `wanted` partitions (the daemon orders days before rollups)."""
+def ingestion_keys(settings: Settings) -> set[dg.AssetKey]:
+    """The unpartitioned ingestion asset upstream of the days ({} without a Claude Code source)."""
+    return {dg.AssetKey(claude_code.MESSAGES_TABLE)} if settings.source_config.claude_code else set()
+
+
+def backfill_request(
+    parts: dict[str, dg.TimeWindowPartitionsDefinition],
+    wanted: dict[str, list[str]],
+    tags: dict[str, str],
+    ingest: Iterable[dg.AssetKey] = (),
+) -> dg.RunRequest:
+    """One Dagster backfill of `wanted` partitions (the daemon orders days before rollups), with
+    the unpartitioned `ingest` assets when days are wanted: the daemon runs them before the days."""
     subset = AssetGraphSubset(
-        partitions_subsets_by_asset_key={ASSET_KEYS[g]: parts[g].subset_with_partition_keys(ks) for g, ks in wanted.items() if ks}
+        partitions_subsets_by_asset_key={ASSET_KEYS[g]: parts[g].subset_with_partition_keys(ks) for g, ks in wanted.items() if ks},
+        non_partitioned_asset_keys=set(ingest) if wanted.get("daily") else set(),
     )
     return dg.RunRequest.for_asset_graph_subset(asset_graph_subset=subset, tags=tags)
 
@@ -123,11 +139,13 @@ def describe(wanted: dict[str, list[str]]) -> str:
 
 def build_nightly_sensor(settings: Settings, auto: AutomationSettings, parts: dict[str, dg.TimeWindowPartitionsDefinition]) -> dg.SensorDefinition:
     """The nightly run with catch-up (see module doc). The cursor is the previous evaluation time:
-    the first evaluation only starts the clock; catch-up starts at the next nightly tick."""
+    the first evaluation only starts the clock; catch-up starts at the next nightly tick. With a
+    Claude Code source the backfill ingests new transcript lines first (`ingestion_keys`)."""
+    ingest = ingestion_keys(settings)
 
     @dg.sensor(
         name=NIGHTLY_SENSOR,
-        asset_selection=TARGET,
+        asset_selection=TARGET | dg.AssetSelection.assets(*ingest),
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"At {auto.nightly_cron} ({settings.timezone}): one backfill of every missing or failed day "
@@ -145,7 +163,7 @@ def build_nightly_sensor(settings: Settings, auto: AutomationSettings, parts: di
         if not any(wanted.values()):
             return dg.SensorResult(skip_reason=f"nightly tick {tick.isoformat()}: nothing to run (every partition is materialized or running)", cursor=cursor)
         context.log.info(f"nightly tick {tick.isoformat()}: backfill of {describe(wanted)}")
-        return dg.SensorResult(run_requests=[backfill_request(parts, wanted, {"usage_etl/trigger": "nightly"})], cursor=cursor)
+        return dg.SensorResult(run_requests=[backfill_request(parts, wanted, {"usage_etl/trigger": "nightly"}, ingest)], cursor=cursor)
 
     return usage_etl_nightly
 

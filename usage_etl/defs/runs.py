@@ -6,6 +6,8 @@ Runs execute in this process but are recorded in the Dagster instance (`DAGSTER_
 range of partitions runs in batches of contiguous partitions, one run per batch; `record_backfill`
 and `finish_backfill` make such in-process runs one entry of the UI's Backfills tab.
 `submit_backfill` instead hands the range to the daemon as one Dagster backfill.
+With a Claude Code source both land new transcript lines first (the unpartitioned
+`claude_code_messages` asset, upstream of the days).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pathlib import Path
 import dagster as dg
 
 from usage_etl.defs import partitions
-from usage_etl.defs.assets import PARTITIONS, USAGE_ASSETS
+from usage_etl.defs.assets import PARTITIONS, SETTINGS, USAGE_ASSETS
+from usage_etl.defs.claude_code import ASSET_NAME as INGEST_ASSET
 from usage_etl.settings import Settings
 from usage_etl.defs.resources import PostgresResource
 
@@ -60,13 +63,21 @@ def job_name(granularity: str) -> str:
     return f"usage_etl_{granularity}"
 
 
+INGEST_JOB = "usage_etl_daily_with_ingestion"
+
+
 def jobs(assets: list[dg.AssetsDefinition] | None = None) -> list[dg.UnresolvedAssetJobDefinition]:
-    """One named job per usage asset (what in-process runs and the UI's job pages show)."""
+    """One named job per usage asset (what in-process runs and the UI's job pages show), and with a
+    Claude Code source `INGEST_JOB`: land new transcript lines, then the days."""
     by_name = {a.key.path[-1]: a for a in assets or USAGE_ASSETS}
-    return [
+    out = [
         dg.define_asset_job(job_name(g), selection=[by_name[f"{g}_user_usage"]], description=f"Materialize partitions of {g}_user_usage.")
         for g in GRANULARITIES
     ]
+    if INGEST_ASSET in by_name:
+        out.append(dg.define_asset_job(INGEST_JOB, selection=[by_name[INGEST_ASSET], by_name["daily_user_usage"]],
+                                       description=f"Land new Claude Code transcript lines ({INGEST_ASSET}), then materialize partitions of daily_user_usage."))
+    return out
 
 
 def partition_keys(granularity: str, start: date, end: date, settings: Settings | None = None) -> list[str]:
@@ -90,19 +101,24 @@ def materialize_range(
     log_level: str = "WARNING",
     assets: list[dg.AssetsDefinition] | None = None,
     tags: dict[str, str] | None = None,
+    ingest: bool = False,
 ) -> list[dg.ExecuteInProcessResult]:
     """Materialize `keys` of one asset, one run per batch of `batch_size` (default: all in one run);
-    stops after a failed run. `tags` are added to every run.
+    stops after a failed run. `tags` are added to every run. With `ingest`, a daily range and an
+    ingestion asset among `assets` (Claude Code source), the first run materializes the ingestion
+    asset too, before its days, so new transcript lines are landed before they are aggregated.
 
     `assets` defaults to the assets of the environment's settings (`assets.USAGE_ASSETS`). Runs
     are of the named job `job_name(granularity)`.
     """
     assets = assets or USAGE_ASSETS
-    job = dg.Definitions(assets=assets, jobs=jobs(assets), resources=resources or {"db": PostgresResource()}).resolve_job_def(job_name(granularity))
+    defs = dg.Definitions(assets=assets, jobs=jobs(assets), resources=resources or {"db": PostgresResource()})
+    ingest_first = ingest and granularity == "daily" and INGEST_ASSET in {a.key.path[-1] for a in assets}
     size = batch_size or len(keys) or 1
     results = []
     for i in range(0, len(keys), size):
         batch = keys[i : i + size]
+        job = defs.resolve_job_def(INGEST_JOB if ingest_first and i == 0 else job_name(granularity))
         result = job.execute_in_process(
             instance=inst,
             tags={**(tags or {}), RANGE_START: batch[0], RANGE_END: batch[-1]},
@@ -121,7 +137,8 @@ def submit_backfill(keys: dict[str, list[str]], *, inst: dg.DagsterInstance, tag
     """Record a Dagster backfill of `keys` ({granularity: partition keys}) for the daemon to run.
 
     The backfill daemon launches its runs through the instance's run coordinator (queue, pools,
-    tag limits), days before the weeks and months above them, `BackfillPolicy` batches per run.
+    tag limits), days before the weeks and months above them, `BackfillPolicy` batches per run;
+    with a Claude Code source the backfill includes its ingestion asset, run before the days.
     Returns the backfill id (UI: /runs/b/<id>).
     """
     backfill = _new_backfill(keys, inst, tags, title)
@@ -134,11 +151,14 @@ def submit_backfill(keys: dict[str, list[str]], *, inst: dg.DagsterInstance, tag
 def _subset(keys: dict[str, list[str]]):
     from usage_etl.defs.dagster_internals import AssetGraphSubset
 
+    from usage_etl.defs.automation import ingestion_keys
+
     by_name = {a.key.path[-1]: a.key for a in USAGE_ASSETS}
     return AssetGraphSubset(
         partitions_subsets_by_asset_key={
             by_name[f"{g}_user_usage"]: PARTITIONS[g].subset_with_partition_keys(ks) for g, ks in keys.items() if ks
         },
+        non_partitioned_asset_keys=ingestion_keys(SETTINGS) if keys.get("daily") else set(),
     )
 
 

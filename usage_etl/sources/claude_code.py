@@ -5,9 +5,10 @@ call (`jsonl.read_new_lines`, positions kept in `claude_code_files`), parses it
 (`jsonl.parse_lines`: streaming snapshots de-duplicated, non-assistant/no-usage lines skipped and
 counted, malformed lines quarantined) and, in ONE transaction under an advisory lock per root:
 - upserts the messages into `claude_code_messages` keyed by message_id, replacing a stored row only
-  when the new snapshot is more complete — the same order `parse_lines` uses within a batch
-  (output_tokens, then token total, then (file, line_no)) — so the table holds the final usage of
-  each response whatever the order or number of reads;
+  when the new snapshot ranks higher — the same order `parse_lines` uses within a batch
+  (larger output_tokens, then larger token total, then EARLIER created_at, then greater
+  (file, line_no)) — so the table holds the final usage of each response, dated by its first
+  identical snapshot, whatever the order or number of reads;
 - records malformed lines in `claude_code_quarantine` (root, file, line_no, reason, detail);
 - advances the read positions.
 A failure rolls all three back, so no line is lost or counted twice. Re-ingesting the same files
@@ -69,15 +70,16 @@ def _upsert_messages(conn: sa.Connection, table: sa.Table, messages: pl.DataFram
     stmt = insert(table).from_select(cols, sa.select(*[stage.c[c] for c in cols]))
     new, old = stmt.excluded, table.c
 
-    def rank(t) -> sa.Tuple:
+    def rank(t, other) -> sa.Tuple:
         # Same order as jsonl._dedup; "C" collation = byte order, as Polars sorts strings.
+        # created_at ranks descending (earlier wins): the other side's value takes its place.
         total = sum((t[c] for c in _TOKENS[1:]), t[_TOKENS[0]])
-        return sa.tuple_(t.output_tokens, total, sa.collate(t.source_file, "C"), t.source_line)
+        return sa.tuple_(t.output_tokens, total, other.created_at, sa.collate(t.source_file, "C"), t.source_line)
 
     stmt = stmt.on_conflict_do_update(
         index_elements=["message_id"],
         set_={**{c: new[c] for c in cols if c != "message_id"}, "ingested_at": sa.func.now()},
-        where=rank(new) > rank(old),
+        where=rank(new, old) > rank(old, new),
     ).returning(sa.literal_column("xmax = 0").label("inserted"))
     outcome = conn.execute(stmt).scalars().all()
     inserted = sum(1 for x in outcome if x)

@@ -148,8 +148,9 @@ def parse_lines(
 
         De-duplication key (= ``message_id``): ``message.id + ":" + requestId``, or ``message.id``
         when requestId is missing/empty. The kept snapshot has the largest output_tokens, then the
-        largest token total, then the greatest (file, line_no); the result does not depend on row
-        order. Token columns follow Anthropic semantics: input excludes cache, cache creation is
+        largest token total, then the earliest created_at (so a copy or re-write of a snapshot
+        never moves the response to a later day), then the greatest (file, line_no); the result
+        does not depend on row order. Token columns follow Anthropic semantics: input excludes cache, cache creation is
         the 5-minute + 1-hour total, output includes thinking (reasoning_tokens = 0).
 
     Raises:
@@ -377,6 +378,9 @@ def _dedup(messages: pl.DataFrame) -> pl.DataFrame:
     Streaming writes the same response several times with growing output_tokens (input and
     cache counts are fixed from the first chunk), and resumed sessions copy earlier responses
     into a new file. Keeping the first snapshot undercounts output; summing them overcounts.
+    Among snapshots with identical tokens the earliest timestamp dates the response: a later
+    identical copy (possibly after midnight) then cannot move a message out of a day already
+    materialized. `claude_code._upsert_messages` applies the same order in PostgreSQL.
     """
     total = (
         pl.col("input_tokens")
@@ -387,7 +391,10 @@ def _dedup(messages: pl.DataFrame) -> pl.DataFrame:
     return (
         messages.with_columns(_total=total)
         # (source_file, source_line) is unique, so this order is total and the pick stable.
-        .sort("message_id", "output_tokens", "_total", "source_file", "source_line")
+        .sort(
+            "message_id", "output_tokens", "_total", "created_at", "source_file", "source_line",
+            descending=[False, False, False, True, False, False],
+        )
         .unique(subset="message_id", keep="last", maintain_order=True)
         .drop("_total")
         .sort("created_at", "message_id")
