@@ -36,22 +36,40 @@ def local_instance_config() -> Path:
     raise FileNotFoundError("deploy/dagster.local.yaml not found next to the usage_etl package")
 
 
+INSTANCE_LOCK = ".usage_etl.lock"
+
+
 def instance() -> dg.DagsterInstance:
     """The persistent instance of DAGSTER_HOME (set to ./.dagster when unset).
 
     A DAGSTER_HOME without dagster.yaml first gets a copy of `local_instance_config()`, as
     `make demo` and `make ui` do: without one Dagster prints a "No dagster.yaml" warning, collects
     telemetry and has no run queue or pool limits. An existing dagster.yaml is never touched.
+
+    Creating the instance creates (and migrates) its storages, e.g. the sqlite databases of a
+    local instance; two processes doing that at once can stamp two alembic heads and leave the
+    instance unusable. So creation runs under the file lock DAGSTER_HOME/.usage_etl.lock, and
+    every storage is touched inside it: concurrent `usage-etl` commands on one DAGSTER_HOME wait
+    for each other only during this set-up.
     """
+    from filelock import FileLock
+
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster").resolve())))
     home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        # Copy, then rename: a concurrent reader never sees half a file.
-        partial = home / f".dagster.yaml.{os.getpid()}"
-        shutil.copyfile(local_instance_config(), partial)
-        os.replace(partial, config)
-    return dg.DagsterInstance.get()
+    with FileLock(home / INSTANCE_LOCK):
+        config = home / "dagster.yaml"
+        if not config.exists():
+            # Copy, then rename: a reader that takes no lock (dagster dev) never sees half a file.
+            partial = home / f".dagster.yaml.{os.getpid()}"
+            shutil.copyfile(local_instance_config(), partial)
+            os.replace(partial, config)
+        inst = dg.DagsterInstance.get()
+        # Storages may initialise lazily: make each create its tables now, under the lock.
+        inst.get_runs(limit=1)
+        inst.get_backfills(limit=1)
+        inst.all_instigator_state()
+        inst.get_latest_materialization_event(USAGE_ASSETS[0].key)
+    return inst
 
 
 def partition_keys(granularity: str, start: date, end: date, settings: Settings | None = None) -> list[str]:
