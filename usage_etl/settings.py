@@ -10,6 +10,8 @@
 | USAGE_ETL_TIMEZONE | UTC | IANA business timezone of day/week/month windows |
 | USAGE_ETL_START_DATE | 2026-01-01 | first daily partition (weeks/months start on or before it) |
 | USAGE_ETL_DATA_DIR | .usage_etl | where the embedded PostgreSQL keeps its data |
+| USAGE_ETL_CONNECT_TIMEOUT_SECONDS | 10 | bound of each connection attempt (whole seconds, >= 1) |
+| USAGE_ETL_CONNECT_RETRIES | 3 | CLI: retries of a transient connection error before a command starts (waits 1, 2, 4 ... s) |
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ class Settings:
     timezone: str = "UTC"
     start_date: date = date(2026, 1, 1)
     data_dir: Path = Path(".usage_etl")
+    connect_timeout_seconds: int = 10
+    connect_retries: int = 3
     # The source mapping (source_config.py). None: the default chat_messages mapping over the
     # fields above. When set it wins, and source_schema/source_table/source_columns mirror it.
     source: SourceConfig | None = None
@@ -99,6 +103,8 @@ class Settings:
             start_date = date.fromisoformat(start)
         except ValueError as exc:
             raise ConfigError(f"USAGE_ETL_START_DATE={start!r} is not a date (YYYY-MM-DD)") from exc
+        timeout = _whole_number(env, "USAGE_ETL_CONNECT_TIMEOUT_SECONDS", 10, minimum=1)
+        retries = _whole_number(env, "USAGE_ETL_CONNECT_RETRIES", 3, minimum=0)
         source = None
         if env.get("USAGE_ETL_SOURCE_CONFIG"):
             try:
@@ -114,7 +120,22 @@ class Settings:
             timezone=tz,
             start_date=start_date,
             data_dir=Path(env.get("USAGE_ETL_DATA_DIR", ".usage_etl")),
+            connect_timeout_seconds=timeout,
+            connect_retries=retries,
         )
+
+
+def _whole_number(env: dict[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = env.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+    return value
 
 
 def _mirror(src: SourceConfig) -> SourceColumns:

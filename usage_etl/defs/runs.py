@@ -82,6 +82,20 @@ def partition_keys(granularity: str, start: date, end: date, settings: Settings 
     return [k for k in keys if (w := pdef.time_window_for_partition_key(k)).start.date() <= end and w.end.date() > start]
 
 
+def contiguous_batches(granularity: str, keys: list[str], size: int | None, assets_partitions=None) -> list[list[str]]:
+    """`keys` in runs of at most `size` (None: unbounded) partitions that are adjacent in the
+    partitions definition: a run covers a range, so a key left out (e.g. skipped) starts a new one."""
+    order = {k: i for i, k in enumerate((assets_partitions or PARTITIONS)[granularity].get_partition_keys())}
+    batches: list[list[str]] = []
+    for key in keys:
+        last = batches[-1] if batches else None
+        if last and order.get(key) == order.get(last[-1], -2) + 1 and (size is None or len(last) < size):
+            last.append(key)
+        else:
+            batches.append([key])
+    return batches
+
+
 def materialize_range(
     granularity: str,
     keys: list[str],
@@ -93,18 +107,24 @@ def materialize_range(
     log_level: str = "WARNING",
     assets: list[dg.AssetsDefinition] | None = None,
     tags: dict[str, str] | None = None,
+    keep_going: bool = False,
 ) -> list[dg.ExecuteInProcessResult]:
-    """Materialize `keys` of one asset, one run per batch of `batch_size` (default: all in one run);
-    stops after a failed run. `tags` are added to every run.
+    """Materialize `keys` of one asset, one run per batch of at most `batch_size` contiguous
+    partitions (default: each contiguous stretch in one run). `tags` are added to every run.
+
+    Without `keep_going` it stops after a failed run. With it, a failed run of several partitions
+    is followed by one run per partition of that batch (each partition is replaced on its own, so
+    rerunning those that had succeeded changes nothing), and the batches after it run too: a bad
+    partition fails only itself, and the failed runs of one partition name exactly the failed keys.
 
     `assets` defaults to the assets of the environment's settings (`assets.USAGE_ASSETS`).
     """
     assets = assets or USAGE_ASSETS
     asset = {a.key.path[-1]: a for a in assets}[f"{granularity}_user_usage"]
-    size = batch_size or len(keys) or 1
+    pdefs = {granularity: asset.partitions_def}
     results = []
-    for i in range(0, len(keys), size):
-        batch = keys[i : i + size]
+
+    def run(batch: list[str]) -> dg.ExecuteInProcessResult:
         result = dg.materialize(
             assets,
             selection=[asset],
@@ -117,9 +137,27 @@ def materialize_range(
         results.append(result)
         if on_batch:
             on_batch(granularity, batch, result)
-        if not result.success:
+        return result
+
+    for batch in contiguous_batches(granularity, keys, batch_size or None, pdefs):
+        if run(batch).success:
+            continue
+        if not keep_going:
             break
+        if len(batch) > 1:
+            for key in batch:
+                run([key])
     return results
+
+
+def failure_reason(result: dg.ExecuteInProcessResult) -> str:
+    """First line of the first step failure of a failed run ('' when there is none)."""
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data
+        message = (data.error.message if data and data.error else "").strip()
+        if message:
+            return message.splitlines()[0]
+    return ""
 
 
 def submit_backfill(keys: dict[str, list[str]], *, inst: dg.DagsterInstance, tags: dict[str, str] | None = None, title: str | None = None) -> str:
