@@ -57,7 +57,7 @@ def engine(settings: Settings):
             if not is_transient(exc):
                 raise click.ClickException(line) from exc
             if attempt == attempts:
-                raise click.ClickException(f"{line}; gave up after {attempts} attempt(s)") from exc
+                raise click.ClickException(f"{line}; gave up after {attempts} attempts" if attempts > 1 else line) from exc
             wait = 2 ** (attempt - 1)
             click.echo(f"{line}; retrying in {wait} s (attempt {attempt + 1} of {attempts})", err=True)
             time.sleep(wait)

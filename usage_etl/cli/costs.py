@@ -48,8 +48,11 @@ def reprice(start: datetime, end: datetime) -> None:
         book = load_price_book()
     except PriceBookError as exc:
         raise click.ClickException(str(exc)) from None
-    settings, engine = _setup()
-    first, last = day_range(partitions.build(settings)["daily"], start, end)
+    from usage_etl.cli import common
+
+    settings = common.settings()
+    first, last = day_range(partitions.build(settings)["daily"], start, end)  # a usage error before connecting
+    engine, _ = common.engine(settings)
     # Imported after the check: importing the assets module loads the price book too.
     from usage_etl.defs import runs
     from usage_etl.defs.reprice import reprice as run_reprice

@@ -144,8 +144,8 @@ def check(start: datetime | None, end: datetime | None, granularity: str) -> Non
     from usage_etl.defs import runs
 
     settings = common.settings()
-    engine, _ = common.engine(settings)
     first, last = common.day_range(runs.PARTITIONS["daily"], start, end)
+    engine, _ = common.engine(settings)
     try:
         thresholds = check_runner.Thresholds.from_env()
     except common.ConfigError as exc:
