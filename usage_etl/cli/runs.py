@@ -95,14 +95,16 @@ def backfill(start: datetime | None, end: datetime | None, granularity: str, bat
 
     skipped: dict[str, list[str]] = {}
     for g in grains:
-        todo = keys[g]
-        bad_days = [date.fromisoformat(d) for d in failed.get("daily", [])]
-        if g != "daily" and bad_days:
-            # The rollup refuses a window with a failed day anyway; say so instead of failing it.
-            skipped[g] = [k for k in todo if _overlaps(runs.PARTITIONS[g], k, bad_days)]
-            todo = [k for k in todo if k not in skipped[g]]
-            if skipped[g]:
-                click.echo(f"  {g:<7} skipped {len(skipped[g])} partitions over failed days: {', '.join(skipped[g])}")
+        if g != "daily" and failed.get("daily") and not skipped:
+            # The rollups refuse a window with a failed day anyway: skip them and say so instead.
+            bad_days = [date.fromisoformat(d) for d in failed["daily"]]
+            for r in grains[grains.index(g):]:
+                skipped[r] = [k for k in keys[r] if _overlaps(runs.PARTITIONS[r], k, bad_days)]
+                kept = [k for k in keys[r] if k not in skipped[r]]
+                done["planned"] -= len(runs.contiguous_batches(r, keys[r], size or None)) - len(runs.contiguous_batches(r, kept, size or None))
+        todo = [k for k in keys[g] if k not in skipped.get(g, [])]
+        if skipped.get(g):
+            click.echo(f"  {g:<7} skipped {len(skipped[g])} partitions over failed days: {', '.join(skipped[g])}")
         runs.materialize_range(g, todo, inst=inst, batch_size=size or None, on_batch=progress, tags=tags, keep_going=True)
     elapsed = time.perf_counter() - t0
     if failed or any(skipped.values()):

@@ -9,6 +9,7 @@ daemon as one Dagster backfill.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Callable
 from datetime import date
@@ -156,7 +157,8 @@ def failure_reason(result: dg.ExecuteInProcessResult) -> str:
         data = event.step_failure_data
         message = (data.error.message if data and data.error else "").strip()
         if message:
-            return message.splitlines()[0]
+            # 'dagster._core.definitions.events.Failure: daily partition ... failed ...': drop the class
+            return re.sub(r"^[\w.]+(Error|Failure|Exception): ", "", message.splitlines()[0])
     return ""
 
 
