@@ -67,7 +67,7 @@ class AutomationSettings:
     | USAGE_ETL_LATE_DATA_INTERVAL_SECONDS | 3600 | how often the late-data sensor runs |
     | USAGE_ETL_BACKFILL_BATCH_SIZE | 30 | partitions per run in a backfill (0: whole range in one run) |
     | USAGE_ETL_RETRY_MAX | 3 | retries of a step after a transient database error |
-    | USAGE_ETL_RETRY_DELAY_SECONDS | 30 | first retry delay, doubled each time (jittered) |
+    | USAGE_ETL_RETRY_DELAY_SECONDS | 30 | retry k waits (2^k - 1) x this, +- this (Dagster's exponential backoff: 30, 90, 210 s) |
     | USAGE_ETL_PARTITION_WORKERS | 1 | partitions of one run processed at once (threads, one connection each) |
     """
 
