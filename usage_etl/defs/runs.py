@@ -83,10 +83,10 @@ def partition_keys(granularity: str, start: date, end: date, settings: Settings 
     return [k for k in keys if (w := pdef.time_window_for_partition_key(k)).start.date() <= end and w.end.date() > start]
 
 
-def contiguous_batches(granularity: str, keys: list[str], size: int | None, assets_partitions=None) -> list[list[str]]:
+def contiguous_batches(granularity: str, keys: list[str], size: int | None, pdefs: dict | None = None) -> list[list[str]]:
     """`keys` in runs of at most `size` (None: unbounded) partitions that are adjacent in the
     partitions definition: a run covers a range, so a key left out (e.g. skipped) starts a new one."""
-    order = {k: i for i, k in enumerate((assets_partitions or PARTITIONS)[granularity].get_partition_keys())}
+    order = {k: i for i, k in enumerate((pdefs or PARTITIONS)[granularity].get_partition_keys())}
     batches: list[list[str]] = []
     for key in keys:
         last = batches[-1] if batches else None
