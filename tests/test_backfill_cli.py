@@ -140,3 +140,47 @@ def test_daemon_accepts_a_backfill_with_the_week_and_month_in_progress(db_url):
         assert run.tags["dagster/backfill"] == backfill_id
         assert (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]) == (days[0], last)
         assert run.asset_selection == {dg.AssetKey("daily_user_usage")}
+
+
+def test_a_failed_day_does_not_stop_the_others_and_rollups_over_it_are_skipped(engine, settings, dagster_home):
+    import sqlalchemy as sa
+
+    insert(engine, settings, [
+        message(1, 1, utc(2026, 1, 6, 12), 100, 10),
+        message(2, 2, utc(2026, 1, 13, 12), 200, 20),
+        message(3, 1, utc(2026, 1, 14, 12), 1000, 100),
+    ])
+    with engine.begin() as conn:  # a real, permanent PostgreSQL error for one day's summary rows only
+        conn.execute(sa.text(
+            "CREATE FUNCTION refuse_day() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.period_type = 'daily' AND NEW.period_start = timestamptz '2026-01-13 00:00:00+00' "
+            "THEN RAISE EXCEPTION 'refused by a trigger'; END IF; RETURN NEW; END $$"))
+        conn.execute(sa.text("CREATE TRIGGER refuse_day BEFORE INSERT OR UPDATE ON user_token_usage FOR EACH ROW EXECUTE FUNCTION refuse_day()"))
+    out = CliRunner().invoke(main, ["backfill", "--start", "2026-01-05", "--end", "2026-01-14"])
+    assert out.exit_code == 1, out.output
+    lines = out.stdout.splitlines()
+    assert re.match(r"backfill \w{8}: 2026-01-05\.\.2026-01-14, 13 partitions \(10 daily, 2 weekly, 1 monthly\) in 3 runs", lines[0])
+    days = [f"2026-01-{d:02}" for d in range(5, 15)]
+    progress = [line.split()[:3] + [line.split()[6]] if " run " in line else line for line in lines[1:-1]]
+    assert progress == [
+        ["daily", "2026-01-05…2026-01-14", "10", "FAILED"],  # the batch fails at 2026-01-13 ...
+        *[["daily", f"{d}…{d}", "1", "FAILED" if d == "2026-01-13" else "ok"] for d in days],  # ... then each day runs alone
+        "  weekly  skipped 1 partitions over failed days: 2026-01-12",
+        ["weekly", "2026-01-05…2026-01-05", "1", "ok"],
+        "  monthly skipped 1 partitions over failed days: 2026-01-01",
+    ]
+    assert lines[1].endswith("; rerunning its 10 partitions one per run")
+    assert "daily partition 2026-01-13 failed with a permanent database error [SQLSTATE P0001]: (psycopg.errors.RaiseException) refused by a trigger" in lines[1]
+    assert "[10/13 runs, 8/13 partitions" in lines[10] and "refused by a trigger" in lines[10]
+    assert "[12/12 runs, 10/13 partitions" in lines[-3]  # the month's run is not planned any more
+    assert re.fullmatch(
+        r"backfill \w{8} FAILED: 12 runs, 10/13 partitions materialized in [\d.]+s; failed daily 2026-01-13; "
+        r"skipped weekly 2026-01-12 \(over failed days\); skipped monthly 2026-01-01 \(over failed days\)\. "
+        r"Fix the cause and run the same command again \(safe to repeat\)\.", lines[-1])
+    inst = dg.DagsterInstance.get()
+    assert inst.get_materialized_partitions(dg.AssetKey("daily_user_usage")) == set(days) - {"2026-01-13"}
+    assert inst.get_materialized_partitions(dg.AssetKey("weekly_user_usage")) == {"2026-01-05"}
+    assert inst.get_materialized_partitions(dg.AssetKey("monthly_user_usage")) == set()
+    assert totals(engine, settings, "daily") == {("2026-01-06", ALICE): (110, 1), ("2026-01-14", ALICE): (1100, 1)}
+    assert totals(engine, settings, "weekly") == {("2026-01-05", ALICE): (110, 1)}
+    assert totals(engine, settings, "monthly") == {}

@@ -31,21 +31,26 @@ def embedded_url(data_dir: str) -> str:
 
 
 def database_url(settings: Settings) -> sa.URL:
-    """The configured URL, forced to the psycopg 3 driver. Raises ConfigError if malformed."""
+    """The configured URL, forced to the psycopg 3 driver. Raises ConfigError if malformed (the
+    message never shows the password)."""
     raw = settings.database_url or embedded_url(str(settings.data_dir))
     try:
         url = sa.make_url(raw)
-    except sa.exc.ArgumentError as exc:
-        raise ConfigError(f"USAGE_ETL_DATABASE_URL is not a SQLAlchemy URL: {raw!r}") from exc
+    except sa.exc.ArgumentError:
+        raise ConfigError("USAGE_ETL_DATABASE_URL is not a SQLAlchemy URL (postgresql+psycopg://user@host:5432/db)") from None
+    except ValueError:  # a port that is not a number
+        raise ConfigError("USAGE_ETL_DATABASE_URL: the port is not a number (postgresql+psycopg://user@host:5432/db)") from None
     if url.get_backend_name() != "postgresql":
         raise ConfigError(f"USAGE_ETL_DATABASE_URL must be a PostgreSQL URL, got {url.get_backend_name()!r}")
     return url.set(drivername="postgresql+psycopg")
 
 
 @functools.cache
-def make_engine(url: sa.URL) -> sa.Engine:
-    """One pooled engine per URL and process."""
-    return sa.create_engine(url, pool_pre_ping=True)
+def make_engine(url: sa.URL, connect_timeout: int = 10) -> sa.Engine:
+    """One pooled engine per URL (and connect timeout) and process. `connect_timeout` (seconds,
+    USAGE_ETL_CONNECT_TIMEOUT_SECONDS) bounds each connection attempt, so a server that accepts
+    TCP but never answers fails the attempt instead of hanging."""
+    return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": connect_timeout})
 
 
 # --- table I/O shared by the store and the Claude Code ingestion ---------------------------------

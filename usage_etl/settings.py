@@ -15,6 +15,8 @@ the variable, its value and what is expected.
 | USAGE_ETL_TIMEZONE | UTC | IANA business timezone of day/week/month windows |
 | USAGE_ETL_START_DATE | 2026-01-01 | first daily partition (weeks/months start on or before it) |
 | USAGE_ETL_DATA_DIR | .usage_etl | where the embedded PostgreSQL keeps its data |
+| USAGE_ETL_CONNECT_TIMEOUT_SECONDS | 10 | bound of each connection attempt (whole seconds, >= 1) |
+| USAGE_ETL_CONNECT_RETRIES | 3 | CLI: retries of a transient connection error before a command starts (waits 1, 2, 4 ... s) |
 | USAGE_ETL_DOTENV | 1 | 0: do not read `./.env` |
 
 `AutomationSettings` and `Thresholds` list their own variables.
@@ -60,7 +62,7 @@ class _MappingEnvSource(EnvSettingsSource):
         given = _ENV.get()
         if given is None:
             return super()._load_env_vars()
-        return {k.lower(): v for k, v in given.items()}
+        return {k.lower(): v for k, v in given.items() if v != "" or not self.env_ignore_empty}
 
 
 def _dotenv_enabled() -> bool:
@@ -72,7 +74,7 @@ def _dotenv_enabled() -> bool:
 class _EnvModel(BaseSettings):
     """Base of the settings sections: same prefix, same sources, same one-line errors."""
 
-    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="ignore", populate_by_name=True, env_ignore_empty=True)
     @classmethod
     def settings_customise_sources(
         cls,
@@ -115,12 +117,14 @@ def _one_line(cls: type[_EnvModel], exc: ValidationError) -> str:
     value = err.get("input")
     ctx = err.get("ctx") or {}
     kind = err["type"]
-    if kind in ("int_parsing", "float_parsing", "int_from_float"):
-        what = "is not a number" if kind != "int_from_float" else "is not a whole number"
-    elif kind in ("greater_than_equal", "greater_than"):
-        what = f"must be >= {ctx.get('ge', ctx.get('gt'))}"
-    elif kind in ("less_than_equal", "less_than"):
-        what = f"must be <= {ctx.get('le', ctx.get('lt'))}"
+    if kind in ("int_parsing", "int_from_float"):
+        what = "is not a whole number"
+    elif kind == "float_parsing":
+        what = "is not a number"
+    elif kind == "greater_than_equal":
+        what = f"must be at least {ctx['ge']}"
+    elif kind == "less_than_equal":
+        what = f"must be at most {ctx['le']}"
     elif kind == "value_error":
         what = str(ctx.get("error", err["msg"]))
     else:
@@ -177,6 +181,8 @@ class Settings(_EnvModel):
     timezone: str = "UTC"
     start_date: date = date(2026, 1, 1)
     data_dir: Path = Path(".usage_etl")
+    connect_timeout_seconds: int = Field(10, ge=1)
+    connect_retries: int = Field(3, ge=0)
     # The source mapping (source_config.py), from USAGE_ETL_SOURCE_CONFIG (a file path) or given.
     # None: the default chat_messages mapping over the fields above.
     source: SourceConfig | None = Field(None, validation_alias="USAGE_ETL_SOURCE_CONFIG")
@@ -261,7 +267,7 @@ class AutomationSettings(_EnvModel):
     | USAGE_ETL_LATE_DATA_INTERVAL_SECONDS | 3600 | how often the late-data sensor runs (>= 30) |
     | USAGE_ETL_BACKFILL_BATCH_SIZE | 30 | partitions per run in a backfill (0: whole range in one run) |
     | USAGE_ETL_RETRY_MAX | 3 | retries of a step after a transient database error |
-    | USAGE_ETL_RETRY_DELAY_SECONDS | 30 | first retry delay, doubled each time (jittered) |
+    | USAGE_ETL_RETRY_DELAY_SECONDS | 30 | retry k waits (2^k - 1) x this, +- this (Dagster's exponential backoff: 30, 90, 210 s) |
     | USAGE_ETL_PARTITION_WORKERS | 1 | partitions of one run processed at once (threads, one connection each) |
     """
 

@@ -48,8 +48,11 @@ def reprice(start: datetime, end: datetime) -> None:
         book = load_price_book()
     except PriceBookError as exc:
         raise click.ClickException(str(exc)) from None
-    settings, engine = _setup()
-    first, last = day_range(partitions.build(settings)["daily"], start, end)
+    from usage_etl.cli import common
+
+    settings = common.settings()
+    first, last = day_range(partitions.build(settings)["daily"], start, end)  # a usage error before connecting
+    engine, _ = common.engine(settings)
     # Imported after the check: importing the assets module loads the price book too.
     from usage_etl.defs import runs
     from usage_etl.defs.reprice import reprice as run_reprice
@@ -88,7 +91,7 @@ def report() -> None:
 @report.command("paid-vs-estimated")
 @click.option("--start", type=_DATE, required=True, help="First day (business timezone).")
 @click.option("--end", type=_DATE, required=True, help="Last day, inclusive.")
-@click.option("--limit", default=20, show_default=True, help="Users to list.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Users to list.")
 def paid_vs_estimated(start: datetime, end: datetime, limit: int) -> None:
     """Users whose paid amount and estimated cost (price book) diverge most over START..END.
 
@@ -98,6 +101,8 @@ def paid_vs_estimated(start: datetime, end: datetime, limit: int) -> None:
     """
     from usage_etl.reports import paid_vs_estimated as query
 
+    if end < start:
+        raise click.UsageError(f"--end {end.date()} is before --start {start.date()}")
     settings, engine = _setup()
     rows = query(engine, settings, start.date(), end.date(), limit)
     if not rows:

@@ -14,14 +14,15 @@ from usage_etl.cli.summary import summary
 
 
 @click.command()
-@click.option("--users", default=200, show_default=True, help="Distinct users (power-law activity).")
-@click.option("--days", default=30, show_default=True, help="Days of data, ending yesterday.")
-@click.option("--messages-per-day", default=2000, show_default=True, help="Messages per day.")
+@click.option("--users", type=click.IntRange(min=1), default=200, show_default=True, help="Distinct users (power-law activity).")
+@click.option("--days", type=click.IntRange(min=1), default=30, show_default=True, help="Days of data, ending yesterday.")
+@click.option("--messages-per-day", type=click.IntRange(min=1), default=2000, show_default=True, help="Messages per day.")
 @click.option("--seed", default=42, show_default=True, help="Random seed; same seed, same rows.")
 @click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Exclusive end day [default: today].")
-@click.option("--bad-fraction", default=0.005, show_default=True, help="Share of deliberately bad rows.")
+@click.option("--bad-fraction", type=click.FloatRange(0, 1), default=0.005, show_default=True, help="Share of deliberately bad rows.")
 @click.option(
     "--unpriced-fraction",
+    type=click.FloatRange(0, 1),
     default=0.0005,
     show_default=True,
     help="Share of each day's messages (rounded down) using a model without a price.",
@@ -45,9 +46,9 @@ def generate(
 
 
 @click.command()
-@click.option("--days", default=30, show_default=True, help="Days of sample data, ending yesterday.")
-@click.option("--users", default=200, show_default=True, help="Distinct users of the sample data (power-law activity).")
-@click.option("--messages-per-day", default=2000, show_default=True, help="Sample messages per day.")
+@click.option("--days", type=click.IntRange(min=1), default=30, show_default=True, help="Days of sample data, ending yesterday.")
+@click.option("--users", type=click.IntRange(min=1), default=200, show_default=True, help="Distinct users of the sample data (power-law activity).")
+@click.option("--messages-per-day", type=click.IntRange(min=1), default=2000, show_default=True, help="Sample messages per day.")
 @click.pass_context
 def demo(ctx: click.Context, days: int, users: int, messages_per_day: int) -> None:
     """Set up and run everything once: schema, sample data, all partitions, a results table.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import datetime
+from datetime import date, datetime
 
 import click
 
@@ -40,8 +40,11 @@ def backfill(start: datetime | None, end: datetime | None, granularity: str, bat
     contiguous partitions, with a progress line per run and a summary at the end. With a Claude
     Code source, the first run of days lands new transcript lines first. Safe to repeat:
     every partition is replaced, never added to.
+
+    A failed run does not stop the backfill: its partitions run again one per run, so only the
+    partitions that fail on their own fail; weeks and months over a failed day are skipped, the
+    others run. The summary names the failed and skipped partition keys; exit status 1 then.
     """
-    import math
 
     from usage_etl.defs import runs
     from usage_etl.settings import AutomationSettings
@@ -62,29 +65,36 @@ def backfill(start: datetime | None, end: datetime | None, granularity: str, bat
         click.echo(f"submitted backfill {bid}: {total} partitions ({common.counts(keys)}) {first}..{last}")
         click.echo(f"the daemon runs it; progress in the UI under /runs/b/{bid} (instance {inst.root_directory})")
         return
+    common.engine(settings)  # the database answers (or one line and exit 1) before any run
     backfill_id = runs.record_backfill(keys, inst=inst, tags={"usage_etl/trigger": "cli"}, title=title)
     tags = {"dagster/backfill": backfill_id, "usage_etl/trigger": "cli"}
-    n_runs = sum(math.ceil(len(k) / (size or len(k))) for k in keys.values() if k)
+    n_runs = sum(len(runs.contiguous_batches(g, k, size or None)) for g, k in keys.items() if k)
     click.echo(
         f"backfill {backfill_id}: {first}..{last}, {total} partitions ({common.counts(keys)}) in {n_runs} runs"
         f"{f' of up to {size} partitions' if size else ''}"
     )
     t0 = time.perf_counter()
-    done = {"runs": 0, "partitions": 0}
-    failed: list[str] = []
+    done = {"runs": 0, "partitions": 0, "planned": n_runs}
+    failed: dict[str, list[str]] = {}
     ok: dict[str, list[str]] = {g: [] for g in grains}
 
     def progress(g: str, batch: list[str], result) -> None:
         done["runs"] += 1
         done["partitions"] += len(batch) if result.success else 0
-        status = "ok" if result.success else "FAILED"
+        status, note = "ok", ""
         if result.success:
             ok[g] += batch
         else:
-            failed.append(f"{g} {batch[0]}…{batch[-1]} (run {result.run_id})")
+            status, reason = "FAILED", runs.failure_reason(result)
+            if len(batch) > 1:  # materialize_range reruns its partitions one per run
+                done["planned"] += len(batch)
+                note = f"; rerunning its {len(batch)} partitions one per run"
+            else:
+                failed.setdefault(g, []).append(batch[0])
+            note = (f": {reason[:300]}" if reason else "") + note
         click.echo(
             f"  {g:<7} {batch[0]}…{batch[-1]} {len(batch):>3} partitions  run {result.run_id[:8]} {status:<6} "
-            f"[{done['runs']}/{n_runs} runs, {done['partitions']}/{total} partitions, {time.perf_counter() - t0:.1f}s]"
+            f"[{done['runs']}/{done['planned']} runs, {done['partitions']}/{total} partitions, {time.perf_counter() - t0:.1f}s]{note}"
         )
         for event in result.get_asset_materialization_events():
             if event.asset_key.path[-1] == runs.INGEST_ASSET:
@@ -92,18 +102,29 @@ def backfill(start: datetime | None, end: datetime | None, granularity: str, bat
                 click.echo(f"  ingested {md['lines_read']} new transcript lines: {md['messages_inserted']} new messages, "
                            f"{md['messages_updated']} updated, {md['lines_quarantined']} quarantined")
 
+    skipped: dict[str, list[str]] = {}
     try:
         for g in grains:
-            runs.materialize_range(g, keys[g], inst=inst, batch_size=size or None, on_batch=progress, tags=tags, ingest=True)
-            if failed:
-                break
+            if g != "daily" and failed.get("daily") and not skipped:
+                # The rollups refuse a window with a failed day anyway: skip them and say so instead.
+                bad_days = [date.fromisoformat(d) for d in failed["daily"]]
+                for r in grains[grains.index(g):]:
+                    skipped[r] = [k for k in keys[r] if _overlaps(runs.PARTITIONS[r], k, bad_days)]
+                    kept = [k for k in keys[r] if k not in skipped[r]]
+                    done["planned"] -= len(runs.contiguous_batches(r, keys[r], size or None)) - len(runs.contiguous_batches(r, kept, size or None))
+            todo = [k for k in keys[g] if k not in skipped.get(g, [])]
+            if skipped.get(g):
+                click.echo(f"  {g:<7} skipped {len(skipped[g])} partitions over failed days: {', '.join(skipped[g])}")
+            runs.materialize_range(g, todo, inst=inst, batch_size=size or None, on_batch=progress, tags=tags, ingest=True, keep_going=True)
     finally:  # also on Ctrl-C: the Backfills tab must not show it running forever
         runs.finish_backfill(backfill_id, ok, {g: [k for k in keys[g] if k not in ok[g]] for g in grains}, inst=inst)
     elapsed = time.perf_counter() - t0
-    if failed:
+    if failed or any(skipped.values()):
+        listed = "; ".join(f"failed {g} {', '.join(k)}" for g, k in failed.items())
+        listed += "".join(f"; skipped {g} {', '.join(k)} (over failed days)" for g, k in skipped.items() if k)
         click.echo(
-            f"backfill {backfill_id} FAILED after {done['runs']} runs, {done['partitions']}/{total} partitions, {elapsed:.1f}s: "
-            f"{'; '.join(failed)}. Fix the cause and run the same command again (safe to repeat)."
+            f"backfill {backfill_id} FAILED: {done['runs']} runs, {done['partitions']}/{total} partitions materialized "
+            f"in {elapsed:.1f}s; {listed.lstrip('; ')}. Fix the cause and run the same command again (safe to repeat)."
         )
         sys.exit(1)
     click.echo(
@@ -111,6 +132,11 @@ def backfill(start: datetime | None, end: datetime | None, granularity: str, bat
         f"({total / elapsed if elapsed else 0:.1f} partitions/s); one Dagster backfill (UI: /runs/b/{backfill_id}) "
         f"in {inst.root_directory}"
     )
+
+
+def _overlaps(pdef, key: str, days: list[date]) -> bool:
+    window = pdef.time_window_for_partition_key(key)
+    return any(window.start.date() <= d < window.end.date() for d in days)
 
 
 @click.command()
@@ -133,8 +159,8 @@ def check(start: datetime | None, end: datetime | None, granularity: str) -> Non
     from usage_etl.defs import runs
 
     settings = common.settings()
-    engine, _ = common.engine(settings)
     first, last = common.day_range(runs.PARTITIONS["daily"], start, end)
+    engine, _ = common.engine(settings)
     try:
         thresholds = Thresholds.from_env()
     except common.ConfigError as exc:

@@ -49,6 +49,9 @@ def ingest() -> None:
     asset = {a.key.to_user_string(): a for a in USAGE_ASSETS}.get(ASSET_NAME)
     if asset is None:
         raise click.ClickException("the source configuration has no [claude_code] section")
+    from usage_etl.cli import common
+
+    common.engine(common.settings())  # the database answers (or one line and exit 1) before the run
     result = dg.materialize(USAGE_ASSETS, selection=[asset], instance=runs.instance(), resources={"db": PostgresResource()}, raise_on_error=False)
     if not result.success:
         raise click.ClickException(f"ingestion run {result.run_id[:8]} failed; see the Dagster UI")

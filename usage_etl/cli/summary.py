@@ -11,7 +11,7 @@ from usage_etl.cli import common
 
 @click.command()
 @click.option("--period-type", type=click.Choice(["daily", "weekly", "monthly"]), default=None, help="Only this period type.")
-@click.option("--limit", default=10, show_default=True, help="Periods to show per type (most recent).")
+@click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True, help="Periods to show per type (most recent).")
 def summary(period_type: str | None, limit: int) -> None:
     """Print totals per period from the summary table."""
     import sqlalchemy as sa

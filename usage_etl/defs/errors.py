@@ -67,7 +67,8 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def retry_policy(max_retries: int, delay_seconds: float) -> dg.RetryPolicy:
-    """Retries with exponential backoff and jitter: delay, 2x delay, 4x delay, ... (+-)."""
+    """Retries with Dagster's exponential backoff and jitter: retry k waits (2^k - 1) x delay,
+    plus or minus up to one delay (seconds): 1x, 3x, 7x, ... the delay (30, 90, 210 s by default)."""
     return dg.RetryPolicy(max_retries=max_retries, delay=delay_seconds, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 

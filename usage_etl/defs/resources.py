@@ -20,4 +20,4 @@ class PostgresResource(dg.ConfigurableResource):
 
     @property
     def engine(self) -> sa.Engine:
-        return make_engine(self.url())
+        return make_engine(self.url(), Settings.from_env().connect_timeout_seconds)

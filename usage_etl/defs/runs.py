@@ -13,6 +13,7 @@ With a Claude Code source both land new transcript lines first (the unpartitione
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Callable
 from datetime import date
@@ -41,22 +42,40 @@ def local_instance_config() -> Path:
     raise FileNotFoundError("deploy/dagster.local.yaml not found next to the usage_etl package")
 
 
+INSTANCE_LOCK = ".usage_etl.lock"
+
+
 def instance() -> dg.DagsterInstance:
     """The persistent instance of DAGSTER_HOME (set to ./.dagster when unset).
 
     A DAGSTER_HOME without dagster.yaml first gets a copy of `local_instance_config()`, as
     `make demo` and `make ui` do: without one Dagster prints a "No dagster.yaml" warning, collects
     telemetry and has no run queue or pool limits. An existing dagster.yaml is never touched.
+
+    Creating the instance creates (and migrates) its storages, e.g. the sqlite databases of a
+    local instance; two processes doing that at once can stamp two alembic heads and leave the
+    instance unusable. So creation runs under the file lock DAGSTER_HOME/.usage_etl.lock, and
+    every storage is touched inside it: concurrent `usage-etl` commands on one DAGSTER_HOME wait
+    for each other only during this set-up.
     """
+    from filelock import FileLock
+
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster").resolve())))
     home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        # Copy, then rename: a concurrent reader never sees half a file.
-        partial = home / f".dagster.yaml.{os.getpid()}"
-        shutil.copyfile(local_instance_config(), partial)
-        os.replace(partial, config)
-    return dg.DagsterInstance.get()
+    with FileLock(home / INSTANCE_LOCK):
+        config = home / "dagster.yaml"
+        if not config.exists():
+            # Copy, then rename: a reader that takes no lock (dagster dev) never sees half a file.
+            partial = home / f".dagster.yaml.{os.getpid()}"
+            shutil.copyfile(local_instance_config(), partial)
+            os.replace(partial, config)
+        inst = dg.DagsterInstance.get()
+        # Storages may initialise lazily: make each create its tables now, under the lock.
+        inst.get_runs(limit=1)
+        inst.get_backfills(limit=1)
+        inst.all_instigator_state()
+        inst.get_latest_materialization_event(USAGE_ASSETS[0].key)
+    return inst
 
 
 def job_name(granularity: str) -> str:
@@ -90,6 +109,20 @@ def partition_keys(granularity: str, start: date, end: date, settings: Settings 
     return [k for k in keys if (w := pdef.time_window_for_partition_key(k)).start.date() <= end and w.end.date() > start]
 
 
+def contiguous_batches(granularity: str, keys: list[str], size: int | None, pdefs: dict | None = None) -> list[list[str]]:
+    """`keys` in runs of at most `size` (None: unbounded) partitions that are adjacent in the
+    partitions definition: a run covers a range, so a key left out (e.g. skipped) starts a new one."""
+    order = {k: i for i, k in enumerate((pdefs or PARTITIONS)[granularity].get_partition_keys())}
+    batches: list[list[str]] = []
+    for key in keys:
+        last = batches[-1] if batches else None
+        if last and order.get(key) == order.get(last[-1], -2) + 1 and (size is None or len(last) < size):
+            last.append(key)
+        else:
+            batches.append([key])
+    return batches
+
+
 def materialize_range(
     granularity: str,
     keys: list[str],
@@ -102,24 +135,33 @@ def materialize_range(
     assets: list[dg.AssetsDefinition] | None = None,
     tags: dict[str, str] | None = None,
     ingest: bool = False,
+    keep_going: bool = False,
 ) -> list[dg.ExecuteInProcessResult]:
-    """Materialize `keys` of one asset, one run per batch of `batch_size` (default: all in one run);
-    stops after a failed run. `tags` are added to every run. With `ingest`, a daily range and an
-    ingestion asset among `assets` (Claude Code source), the first run materializes the ingestion
-    asset too, before its days, so new transcript lines are landed before they are aggregated.
-
-    `assets` defaults to the assets of the environment's settings (`assets.USAGE_ASSETS`). Runs
+    """Materialize `keys` of one asset, one run per batch of at most `batch_size` contiguous
+    partitions (default: each contiguous stretch in one run). `tags` are added to every run; runs
     are of the named job `job_name(granularity)`.
+
+    With `ingest`, a daily range and an ingestion asset among `assets` (Claude Code source), the
+    first run is of `INGEST_JOB`: new transcript lines are landed before their days are aggregated.
+
+    Without `keep_going` it stops after a failed run. With it, a failed run of several partitions
+    is followed by one run per partition of that batch (each partition is replaced on its own, so
+    rerunning those that had succeeded changes nothing), and the batches after it run too: a bad
+    partition fails only itself, and the failed runs of one partition name exactly the failed keys.
+
+    `assets` defaults to the assets of the environment's settings (`assets.USAGE_ASSETS`).
     """
     assets = assets or USAGE_ASSETS
     defs = dg.Definitions(assets=assets, jobs=jobs(assets), resources=resources or {"db": PostgresResource()})
-    ingest_first = ingest and granularity == "daily" and INGEST_ASSET in {a.key.path[-1] for a in assets}
-    size = batch_size or len(keys) or 1
+    by_name = {a.key.path[-1]: a for a in assets}
+    pdefs = {granularity: by_name[f"{granularity}_user_usage"].partitions_def}
+    ingest_first = [ingest and granularity == "daily" and INGEST_ASSET in by_name]
     results = []
-    for i in range(0, len(keys), size):
-        batch = keys[i : i + size]
-        job = defs.resolve_job_def(INGEST_JOB if ingest_first and i == 0 else job_name(granularity))
-        result = job.execute_in_process(
+
+    def run(batch: list[str]) -> dg.ExecuteInProcessResult:
+        name = INGEST_JOB if ingest_first[0] else job_name(granularity)
+        ingest_first[0] = False
+        result = defs.resolve_job_def(name).execute_in_process(
             instance=inst,
             tags={**(tags or {}), RANGE_START: batch[0], RANGE_END: batch[-1]},
             raise_on_error=False,
@@ -128,9 +170,28 @@ def materialize_range(
         results.append(result)
         if on_batch:
             on_batch(granularity, batch, result)
-        if not result.success:
+        return result
+
+    for batch in contiguous_batches(granularity, keys, batch_size or None, pdefs):
+        if run(batch).success:
+            continue
+        if not keep_going:
             break
+        if len(batch) > 1:
+            for key in batch:
+                run([key])
     return results
+
+
+def failure_reason(result: dg.ExecuteInProcessResult) -> str:
+    """First line of the first step failure of a failed run ('' when there is none)."""
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data
+        message = (data.error.message if data and data.error else "").strip()
+        if message:
+            # 'dagster._core.definitions.events.Failure: daily partition ... failed ...': drop the class
+            return re.sub(r"^[\w.]+(Error|Failure|Exception): ", "", message.splitlines()[0])
+    return ""
 
 
 def submit_backfill(keys: dict[str, list[str]], *, inst: dg.DagsterInstance, tags: dict[str, str] | None = None, title: str | None = None) -> str:
