@@ -121,3 +121,23 @@ def test_create_roles_hands_an_existing_installation_to_the_writer(engine, db_ur
         assert conn.execute(sa.text("SELECT has_schema_privilege(:w, 'public', 'CREATE')"), {"w": w}).scalar_one()
     # run again: nothing left to hand over
     assert [line for line in _upgrade("--create-roles") if "now owns" in line or "created" in line] == []
+
+
+def test_db_upgrade_by_a_role_without_the_privileges_says_what_to_run(engine, db_url, roles, monkeypatch):
+    w, r = roles.name("writer"), roles.create("reader")
+    login = roles.create("dash", "LOGIN")
+    with engine.begin() as conn:
+        conn.execute(sa.text(SQL("GRANT {} TO {}").format(Identifier(r), Identifier(login)).as_string(None)))
+    for name, value in {"USAGE_ETL_WRITER_ROLE": w, "USAGE_ETL_READER_ROLE": r, "USAGE_ETL_ADMIN_ROLE": "",
+                        "USAGE_ETL_DATABASE_URL": db_url.set(username=login).render_as_string(hide_password=False)}.items():
+        monkeypatch.setenv(name, value)
+    for args, message in (
+        ([], f"Error: permission denied for table usage_etl_alembic_version: run db upgrade as the owner of the tables, "
+             f"or a member of {w} (docs/security.md)"),
+        (["--create-roles"], "Error: permission denied to create role: run db upgrade --create-roles as a superuser "
+                             "(or CREATEROLE and membership of the writer role) (docs/security.md)"),
+    ):
+        result = CliRunner().invoke(main, ["db", "upgrade", *args])
+        assert (result.exit_code, result.output.strip()) == (1, message)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM pg_roles WHERE rolname = :w"), {"w": w}).scalar_one() == 0

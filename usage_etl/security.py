@@ -202,22 +202,29 @@ def as_role(engine: sa.Engine, role: str) -> sa.Engine:
 
 
 def upgrade(engine: sa.Engine, settings: Settings, sec: SecuritySettings, *, create_roles: bool = False) -> UpgradeReport:
-    """`usage-etl db upgrade`: see the module doc. Raises SecurityError (a ConfigError) with what to do."""
+    """`usage-etl db upgrade`: see the module doc. Raises SecurityError (a ConfigError) with what
+    to do, also when the connected role lacks a privilege."""
     report = UpgradeReport()
     target = engine
-    if create_roles:
-        with engine.begin() as conn:
-            conn.execute(_LOCK)
-            report.created_roles = ensure_roles(conn, sec)
-            report.notes += provision_writer(conn, settings, sec)
-        target = as_role(engine, sec.writer_role)
     try:
+        if create_roles:
+            with engine.begin() as conn:
+                conn.execute(_LOCK)
+                report.created_roles = ensure_roles(conn, sec)
+                report.notes += provision_writer(conn, settings, sec)
+            target = as_role(engine, sec.writer_role)
         report.applied = migrations.upgrade(target, settings.schema)
         with target.begin() as conn:
             conn.execute(_LOCK)
             if configure(conn, settings.schema, sec, settings.timezone):
                 report.notes.append("identity settings written")
             report.notes += grant(conn, settings.schema, sec)
+    except sa.exc.ProgrammingError as exc:
+        if not isinstance(exc.orig, psycopg.errors.InsufficientPrivilege):
+            raise
+        need = "a superuser (or CREATEROLE and membership of the writer role)" if create_roles else \
+            f"the owner of the tables, or a member of {sec.writer_role}"
+        raise SecurityError(f"{exc.orig.diag.message_primary}: run db upgrade{' --create-roles' * create_roles} as {need} (docs/security.md)") from exc
     finally:
         if target is not engine:
             target.dispose()
