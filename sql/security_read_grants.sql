@@ -1,5 +1,6 @@
--- Read access of one dashboard role ({role}: the reader or the admin role), applied by `usage-etl db
--- upgrade` in schema {schema}: exactly SELECT on the user-facing tables (row-level security decides
+-- Placeholders in braces: schema and role names quoted by SQLAlchemy (never put one in a comment: a name may hold a newline).
+-- Read access of one dashboard role (the reader or the admin role), applied by `usage-etl db
+-- upgrade` in the ETL schema: exactly SELECT on the user-facing tables (row-level security decides
 -- which rows) and EXECUTE on the read functions; nothing on the internal tables. Revoking first
 -- removes whatever else the role held there (Supabase, for one, grants ALL on new tables to
 -- authenticated and anon by default).

@@ -1,4 +1,5 @@
--- Nothing of schema {schema} for {role}, the anonymous role (Supabase's anon): no table privilege
+-- Placeholders in braces: schema and role names quoted by SQLAlchemy (never put one in a comment: a name may hold a newline).
+-- Nothing of the ETL schema for the anonymous role (Supabase's anon): no table privilege
 -- and no read function, whatever default privileges gave it.
 REVOKE ALL ON {schema}.user_token_usage, {schema}.user_token_usage_by_model, {schema}.user_token_usage_by_dimension,
     {schema}.user_conversation_day_usage, {schema}.user_conversation_day_dimension_usage, {schema}.usage_quarantine,

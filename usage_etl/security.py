@@ -11,7 +11,9 @@
   (exact privileges of the reader, admin and anonymous roles that exist).
 
 The row-level security itself is migration 0005 (sql/0005_row_level_security.sql). Identifiers are
-quoted by SQLAlchemy (psycopg.sql for the SET ROLE of a raw connection); values are bound.
+quoted by SQLAlchemy and such statements run with exec_driver_sql (sa.text
+would read a ":name" inside a quoted name as a parameter); psycopg.sql quotes the SET ROLE of a raw
+connection; values are bound.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ FUNCTIONS = (
     "usage_etl_user_usage", "usage_etl_usage_by_user", "usage_etl_dashboard",
 )
 SOURCE_POLICY = "usage_etl_writer_reads_all"
+# The relation :s.:t (names as values, quoted by the server), NULL when it does not exist.
+_REL = "to_regclass(quote_ident(:s) || '.' || quote_ident(:t))"
 _LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtextextended('usage_etl:migrate', 0))")
 
 
@@ -79,7 +83,7 @@ def ensure_roles(conn: sa.Connection, sec: SecuritySettings) -> list[str]:
     created = []
     for role in (sec.writer_role, *sec.dashboard_roles):
         if not role_exists(conn, role):
-            conn.execute(sa.text(f"CREATE ROLE {_q(conn, role)} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS"))
+            conn.exec_driver_sql(f"CREATE ROLE {_q(conn, role)} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS")
             created.append(role)
     return created
 
@@ -95,20 +99,20 @@ def provision_writer(conn: sa.Connection, settings: Settings, sec: SecuritySetti
     qs = conn.dialect.identifier_preparer.quote_schema(schema)
     owner = conn.execute(sa.text("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = :s"), {"s": schema}).scalar()
     if owner is None:
-        conn.execute(sa.text(f"CREATE SCHEMA {qs} AUTHORIZATION {qw}"))
+        conn.exec_driver_sql(f"CREATE SCHEMA {qs} AUTHORIZATION {qw}")
         notes.append(f"created schema {schema} owned by {w}")
     elif not _scalar(conn, "SELECT pg_has_role(:w, (SELECT nspowner FROM pg_namespace WHERE nspname = :s), 'USAGE')", w=w, s=schema):
-        conn.execute(sa.text(f"GRANT USAGE, CREATE ON SCHEMA {qs} TO {qw}"))
+        conn.exec_driver_sql(f"GRANT USAGE, CREATE ON SCHEMA {qs} TO {qw}")
     moved = []
     for name in OWNED_TABLES:
-        if _scalar(conn, "SELECT coalesce((SELECT NOT pg_has_role(:w, relowner, 'USAGE') FROM pg_class WHERE oid = to_regclass(:t)), false)",
-                   w=w, t=_table(conn, schema, name)):
-            conn.execute(sa.text(f"ALTER TABLE {_table(conn, schema, name)} OWNER TO {qw}"))
+        if _scalar(conn, f"SELECT coalesce((SELECT NOT pg_has_role(:w, relowner, 'USAGE') FROM pg_class WHERE oid = {_REL}), false)",
+                   w=w, s=schema, t=name):
+            conn.exec_driver_sql(f"ALTER TABLE {_table(conn, schema, name)} OWNER TO {qw}")
             moved.append(name)
     for name in FUNCTIONS:
         if _scalar(conn, "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
                          "WHERE n.nspname = :s AND p.proname = :f AND NOT pg_has_role(:w, p.proowner, 'USAGE'))", s=schema, f=name, w=w):
-            conn.execute(sa.text(f"ALTER FUNCTION {qs}.{_q(conn, name)} OWNER TO {qw}"))
+            conn.exec_driver_sql(f"ALTER FUNCTION {qs}.{_q(conn, name)} OWNER TO {qw}")
             moved.append(f"{name}()")
     if moved:
         notes.append(f"{w} now owns {', '.join(moved)}")
@@ -120,7 +124,8 @@ def _grant_source(conn: sa.Connection, settings: Settings, w: str) -> list[str]:
     src = settings.source_config
     name = _table(conn, src.schema_name, src.table)
     row = conn.execute(
-        sa.text("SELECT pg_has_role(:w, relowner, 'USAGE'), relrowsecurity FROM pg_class WHERE oid = to_regclass(:t)"), {"w": w, "t": name}
+        sa.text(f"SELECT pg_has_role(:w, relowner, 'USAGE'), relrowsecurity FROM pg_class WHERE oid = {_REL}"),
+        {"w": w, "s": src.schema_name, "t": src.table},
     ).first()
     if row is None:
         return [f"source {src.schema_name}.{src.table} not found: once it exists, GRANT SELECT ON it TO {w} (docs/security.md)"]
@@ -129,15 +134,15 @@ def _grant_source(conn: sa.Connection, settings: Settings, w: str) -> list[str]:
         return []
     qw = _q(conn, w)
     if not _scalar(conn, "SELECT has_schema_privilege(:w, :s, 'USAGE')", w=w, s=src.schema_name):
-        conn.execute(sa.text(f"GRANT USAGE ON SCHEMA {conn.dialect.identifier_preparer.quote_schema(src.schema_name)} TO {qw}"))
-    conn.execute(sa.text(f"GRANT SELECT ON {name} TO {qw}"))
+        conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA {conn.dialect.identifier_preparer.quote_schema(src.schema_name)} TO {qw}")
+    conn.exec_driver_sql(f"GRANT SELECT ON {name} TO {qw}")
     notes = [f"{w} may read the source {src.schema_name}.{src.table}"]
     if rls:
         # Without a policy of its own the writer would read only what the application's policies
         # let it see (often nothing), and aggregate too little without any error.
         policy = _q(conn, SOURCE_POLICY)
-        conn.execute(sa.text(f"DROP POLICY IF EXISTS {policy} ON {name}"))
-        conn.execute(sa.text(f"CREATE POLICY {policy} ON {name} FOR SELECT TO {qw} USING (true)"))
+        conn.exec_driver_sql(f"DROP POLICY IF EXISTS {policy} ON {name}")
+        conn.exec_driver_sql(f"CREATE POLICY {policy} ON {name} FOR SELECT TO {qw} USING (true)")
         notes.append(f"the source has row-level security: policy {SOURCE_POLICY} lets {w} read all of its rows")
     return notes
 
@@ -176,7 +181,7 @@ def grant(conn: sa.Connection, schema: str, sec: SecuritySettings) -> list[str]:
             missing.append(role)
             continue
         if not _scalar(conn, "SELECT has_schema_privilege(:r, :s, 'USAGE')", r=role, s=schema):
-            conn.execute(sa.text(f"GRANT USAGE ON SCHEMA {qs} TO {_q(conn, role)}"))
+            conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA {qs} TO {_q(conn, role)}")
         conn.exec_driver_sql(migrations.read_sql("security_read_grants.sql").format(schema=qs, role=_q(conn, role)))
         granted.append(role)
     notes = [f"read access (own rows; all rows for admins) granted to {', '.join(granted)}"] if granted else []

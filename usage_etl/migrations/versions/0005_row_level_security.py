@@ -17,6 +17,6 @@ def upgrade() -> None:
     before = conn.execute(sa.text("SELECT current_setting('search_path')")).scalar_one()
     schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
     quoted = conn.dialect.identifier_preparer.quote_schema(schema)
-    conn.execute(sa.text(f"SET LOCAL search_path TO {quoted}, pg_catalog, pg_temp"))
+    conn.exec_driver_sql(f"SET LOCAL search_path TO {quoted}, pg_catalog, pg_temp")
     op.execute(read_sql("0005_row_level_security.sql"))
     conn.execute(sa.select(sa.func.set_config("search_path", before, True)))
