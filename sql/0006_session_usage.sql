@@ -7,8 +7,19 @@
 -- users). A conversation crossing midnight has one grain row per day; the sums over them are exact
 -- (integers; cost in pico-USD). cost_usd rounds the summed pico-USD once, half-up to 6 places,
 -- as the summary tables' cost_usd. Rows of messages without a conversation form one row per user
--- with conversation_id NULL. SECURITY INVOKER: the caller's privileges (and row-level security
--- policies, where enabled) apply to the grain table read.
+-- with conversation_id NULL. SECURITY INVOKER over user_session_day_usage: a dashboard role gets
+-- its own sessions only (an admin, or the pipeline's role, every session).
+-- The grain as a caller may see it, by the identity functions of the summary tables' policies:
+-- the caller's own user id, every row for an admin or for the tables' owner (the pipeline). The
+-- grain itself stays unreadable to dashboard roles; this view reads it with its owner's rights and
+-- filters first (security_barrier), so a reader's session usage is its own.
+CREATE VIEW user_session_day_usage WITH (security_barrier) AS
+    SELECT g.*
+    FROM user_conversation_day_usage AS g
+    WHERE g.user_id = usage_etl_current_user_id()
+       OR usage_etl_is_admin()
+       OR pg_has_role(current_user, (SELECT c.relowner FROM pg_class AS c WHERE c.oid = 'user_conversation_day_usage'::regclass), 'USAGE');
+
 CREATE FUNCTION user_session_usage(
     p_first    date    DEFAULT NULL,
     p_last     date    DEFAULT NULL,
@@ -72,7 +83,7 @@ AS $$
         coalesce(array_agg(DISTINCT g.model COLLATE "C" ORDER BY g.model COLLATE "C") FILTER (WHERE g.model IS NOT NULL), '{}'),
         coalesce(array_agg(DISTINCT g.agent_id COLLATE "C" ORDER BY g.agent_id COLLATE "C") FILTER (WHERE g.agent_id IS NOT NULL), '{}'),
         string_agg(DISTINCT g.price_book_version COLLATE "C", ',' ORDER BY g.price_book_version COLLATE "C")
-    FROM user_conversation_day_usage AS g
+    FROM user_session_day_usage AS g
     WHERE (p_first IS NULL OR g.day >= p_first)
       AND (p_last IS NULL OR g.day <= p_last)
       AND (p_user_id IS NULL OR g.user_id = p_user_id)

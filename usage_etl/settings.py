@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -89,6 +90,12 @@ class _EnvModel(BaseSettings):
             sources.append(dotenv_settings)
         return tuple(sources)
 
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_one_line(type(self), exc)) from None
+
     @classmethod
     def variable(cls, field: str) -> str:
         """The environment variable of `field` (its validation alias, else PREFIX + FIELD)."""
@@ -104,8 +111,6 @@ class _EnvModel(BaseSettings):
         token = _ENV.set(env)
         try:
             return cls(_env_file=Path.cwd() / ".env", **overrides)
-        except ValidationError as exc:
-            raise ConfigError(_one_line(cls, exc)) from None
         finally:
             _ENV.reset(token)
 
@@ -294,6 +299,149 @@ class Thresholds(_EnvModel):
 
     max_unpriced_share: float = DEFAULT_MAX_UNPRICED_SHARE
     max_quarantine_share: float = DEFAULT_MAX_QUARANTINE_SHARE
+
+
+# --- readers' security (docs/security.md) ---------------------------------------------------------
+
+MODES = ("postgres", "supabase")
+IDENTITIES = ("setting", "role")
+# PostgreSQL's rule for a custom setting name (guc.c valid_custom_variable_name): two or more
+# dot-separated parts, each a letter, _ or non-ASCII character, then also digits and $.
+_PART = r"[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_$\x80-\U0010ffff]*"
+SETTING_NAME = re.compile(rf"{_PART}(?:\.{_PART})+")
+# Names PostgreSQL refuses for a role (or reads as something else in GRANT ... TO name).
+_RESERVED_ROLES = {"public", "none"}
+
+
+def check_role_name(var: str, value: str) -> str:
+    """`value` if PostgreSQL accepts it as a role name (any text, quoted), else ConfigError naming `var`."""
+    if not value or "\x00" in value:
+        raise ConfigError(f"{var}={value!r} is not a role name: empty or with a NUL character")
+    if len(value.encode()) > 63:
+        raise ConfigError(f"{var}={value!r} is longer than 63 bytes, the longest name PostgreSQL keeps")
+    if value.lower() in _RESERVED_ROLES or value.startswith("pg_"):
+        raise ConfigError(f"{var}={value!r} is reserved by PostgreSQL (public, none and pg_* are not role names)")
+    return value
+
+
+def check_setting_name(var: str, value: str) -> str:
+    """`value` if it is a valid custom setting name (e.g. usage_etl.user_id), else ConfigError."""
+    if not SETTING_NAME.fullmatch(value):
+        raise ConfigError(
+            f"{var}={value!r} is not a custom setting name: two or more dot-separated parts of letters, "
+            "digits, _ and $, each starting with a letter or _ (e.g. usage_etl.user_id)"
+        )
+    return value
+
+
+
+
+def _rls(name: str) -> Any:
+    return Field(validation_alias=f"{PREFIX}RLS_{name.upper()}")
+
+
+class SecuritySettings(_EnvModel):
+    """Who owns, who reads, and how a reader's user id and admin status are known.
+
+    `identity` is what the policies use: 'setting' (session setting `user_setting`), 'role'
+    (current_user) or 'supabase' (auth.uid()). `admin_table` is (schema, table) or None. An empty
+    USAGE_ETL_ADMIN_ROLE / USAGE_ETL_ANON_ROLE means none.
+
+    | variable | default (postgres mode) | default (supabase mode) | meaning |
+    |---|---|---|---|
+    | USAGE_ETL_RLS_MODE | postgres | | how a reader is identified: postgres or supabase |
+    | USAGE_ETL_RLS_IDENTITY | setting | (not used) | postgres mode: `setting` (a session setting) or `role` (the role name) |
+    | USAGE_ETL_RLS_USER_SETTING | usage_etl.user_id | (not used) | the session setting holding the user id |
+    | USAGE_ETL_WRITER_ROLE | usage_etl_writer | usage_etl_writer | role owning the tables; the pipeline runs as it |
+    | USAGE_ETL_READER_ROLE | usage_etl_reader | authenticated | role of dashboards: reads its own rows |
+    | USAGE_ETL_ADMIN_ROLE | usage_etl_admin | usage_etl_admin | members read every row; empty: none |
+    | USAGE_ETL_ANON_ROLE | (empty) | anon | role stripped of every privilege on our objects; empty: none |
+    | USAGE_ETL_RLS_ADMIN_TABLE | (empty) | public.user_roles | schema.table listing admins; empty: no table check |
+    | USAGE_ETL_RLS_ADMIN_USER_COLUMN | user_id | user_id | its user id column (compared as text) |
+    | USAGE_ETL_RLS_ADMIN_ROLE_COLUMN | user_role | user_role | its role column (compared as text) |
+    | USAGE_ETL_RLS_ADMIN_VALUE | admin | admin | the role column's value that makes a user an admin |
+    """
+
+    model_config = SettingsConfigDict(**{**_EnvModel.model_config, "env_ignore_empty": False})
+
+    mode: str = Field("postgres", validation_alias="USAGE_ETL_RLS_MODE")
+    identity: str = Field("setting", validation_alias="USAGE_ETL_RLS_IDENTITY")
+    user_setting: str = Field("usage_etl.user_id", validation_alias="USAGE_ETL_RLS_USER_SETTING")
+    writer_role: str = "usage_etl_writer"
+    reader_role: str = "usage_etl_reader"
+    admin_role: str | None = "usage_etl_admin"
+    anon_role: str | None = None
+    admin_table: tuple[str, str] | None = Field(None, validation_alias="USAGE_ETL_RLS_ADMIN_TABLE")
+    admin_user_column: str = Field("user_id", validation_alias="USAGE_ETL_RLS_ADMIN_USER_COLUMN")
+    admin_role_column: str = Field("user_role", validation_alias="USAGE_ETL_RLS_ADMIN_ROLE_COLUMN")
+    admin_value: str = Field("admin", validation_alias="USAGE_ETL_RLS_ADMIN_VALUE")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_defaults(cls, data: Any) -> Any:
+        # Supabase mode changes the defaults: auth.uid() identity, `authenticated`, `anon`, user_roles.
+        data = dict(data)
+
+        def key(field: str) -> str:
+            alias = cls.model_fields[field].validation_alias
+            return alias if isinstance(alias, str) and alias in data else field
+
+        if data.get(key("mode"), "postgres") == "supabase":
+            if data.get(key("identity")) not in (None, "supabase"):
+                raise ValueError("USAGE_ETL_RLS_IDENTITY applies to USAGE_ETL_RLS_MODE=postgres only (Supabase uses auth.uid())")
+            data[key("identity")] = "supabase"
+            data.setdefault(key("reader_role"), "authenticated")
+            data.setdefault(key("anon_role"), "anon")
+            data.setdefault(key("admin_table"), "public.user_roles")
+        return data
+
+    @field_validator("admin_role", "anon_role", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        return v or None
+
+    @field_validator("admin_table", mode="before")
+    @classmethod
+    def _table(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return None if not v else tuple(v.split(".", 1)) if "." in v else ("public", v)
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SecuritySettings:
+        if self.mode not in MODES:
+            raise ValueError(f"USAGE_ETL_RLS_MODE={self.mode!r} must be one of {', '.join(MODES)}")
+        allowed = ("supabase",) if self.mode == "supabase" else IDENTITIES
+        if self.identity not in allowed:
+            raise ValueError(f"USAGE_ETL_RLS_IDENTITY={self.identity!r} must be one of {', '.join(allowed)} in {self.mode} mode")
+        check_setting_name("USAGE_ETL_RLS_USER_SETTING", self.user_setting)
+        roles = {"USAGE_ETL_WRITER_ROLE": self.writer_role, "USAGE_ETL_READER_ROLE": self.reader_role,
+                 "USAGE_ETL_ADMIN_ROLE": self.admin_role, "USAGE_ETL_ANON_ROLE": self.anon_role}
+        named = {var: check_role_name(var, v) for var, v in roles.items() if v is not None}
+        if len(set(named.values())) != len(named):
+            raise ValueError(f"the writer, reader, admin and anonymous roles must differ: {named}")
+        if self.admin_table is not None:
+            if len(self.admin_table) != 2 or not all(self.admin_table):
+                raise ValueError(f"USAGE_ETL_RLS_ADMIN_TABLE={self.admin_table!r} must be schema.table")
+            for var, v in (("USAGE_ETL_RLS_ADMIN_USER_COLUMN", self.admin_user_column),
+                           ("USAGE_ETL_RLS_ADMIN_ROLE_COLUMN", self.admin_role_column)):
+                if not v:
+                    raise ValueError(f"{var} is empty: it names a column of USAGE_ETL_RLS_ADMIN_TABLE")
+        return self
+
+    @property
+    def dashboard_roles(self) -> list[str]:
+        """The roles granted read access: the reader role and the admin role (if any)."""
+        return [r for r in (self.reader_role, self.admin_role) if r]
+
+    def describe(self) -> str:
+        """One line: how readers and admins are identified."""
+        who = {"setting": f"session setting {self.user_setting}", "role": "role name (current_user)",
+               "supabase": "Supabase auth.uid()"}[self.identity]
+        admins = [f"members of {self.admin_role}"] if self.admin_role else []
+        if self.admin_table:
+            admins.append(f"users with {self.admin_role_column} = {self.admin_value!r} in {'.'.join(self.admin_table)}")
+        return f"readers: user id from {who}; admins: {' and '.join(admins) or 'nobody'}"
 
 
 def _mirror(src: SourceConfig) -> SourceColumns:

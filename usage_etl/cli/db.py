@@ -1,8 +1,6 @@
-"""`usage-etl db …`: the schema of the summary tables."""
+"""`usage-etl db …`: the schema of the summary tables and the readers' security."""
 
 from __future__ import annotations
-
-
 
 import click
 
@@ -15,12 +13,30 @@ def db() -> None:
 
 
 @db.command("upgrade")
-def db_upgrade() -> None:
-    """Create or migrate the summary tables (idempotent; safe on every start)."""
-    from usage_etl import migrations
+@click.option(
+    "--create-roles",
+    is_flag=True,
+    help="Also create the missing writer, reader and admin roles (USAGE_ETL_*_ROLE), give the writer the "
+    "ETL schema's objects and SELECT on the source, and migrate as the writer. Needs a superuser; see docs/security.md.",
+)
+def db_upgrade(create_roles: bool = False) -> None:
+    """Create or migrate the summary tables, then apply the readers' security: identity settings
+    (USAGE_ETL_RLS_*) and the grants of the reader, admin and anonymous roles that exist
+    (idempotent; safe on every start)."""
+    from usage_etl import security
+    from usage_etl.settings import SecuritySettings
 
     settings = common.settings()
     engine, url = common.engine(settings)
-    applied = migrations.upgrade(engine, settings.schema)
+    try:
+        sec = SecuritySettings.from_env()
+        report = security.upgrade(engine, settings, sec, create_roles=create_roles)
+    except common.ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
     where = f"{url.render_as_string(hide_password=True)} schema {settings.schema}"
-    click.echo(f"applied {', '.join(applied)} on {where}" if applied else f"schema is current on {where}")
+    if report.created_roles:
+        click.echo(f"created roles {', '.join(report.created_roles)}")
+    click.echo(f"applied {', '.join(report.applied)} on {where}" if report.applied else f"schema is current on {where}")
+    click.echo(sec.describe())
+    for note in report.notes:
+        click.echo(note)

@@ -43,7 +43,10 @@ def upgrade(engine: sa.Engine, schema: str, revision: str = "head") -> list[str]
     """Apply pending migrations in `schema`; return the revisions applied (empty when current)."""
     with engine.begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended('usage_etl:migrate', 0))"))
-        conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+        # Only when missing: CREATE SCHEMA, even IF NOT EXISTS, needs CREATE on the database, which
+        # a non-superuser owner of an existing schema does not have.
+        if not conn.dialect.has_schema(conn, schema):
+            conn.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
         before = current(conn, schema)
         command.upgrade(_config(conn, schema), revision)
         after = current(conn, schema)

@@ -5,7 +5,7 @@ from alembic import op
 from usage_etl.migrations import read_sql
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 
 
 def upgrade() -> None:
