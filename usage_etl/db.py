@@ -51,6 +51,12 @@ def make_engine(url: sa.URL) -> sa.Engine:
 # --- table I/O shared by the store and the Claude Code ingestion ---------------------------------
 
 
+def ddl(sql: str) -> sa.TextClause:
+    """A statement whose only variable parts are identifiers quoted by SQLAlchemy: a ":" inside a
+    quoted name must not read as a bind parameter (SQLAlchemy doubles "%" itself)."""
+    return sa.text(sql.replace(":", "\\:"))
+
+
 def reflect(conn: sa.Connection, schema: str, name: str) -> sa.Table:
     return sa.Table(name, sa.MetaData(schema=schema), autoload_with=conn)
 
@@ -62,20 +68,25 @@ def _pg_array(col: str) -> pl.Expr:
 
 
 def copy_frame(conn: sa.Connection, table: str, frame: pl.DataFrame) -> None:
-    """COPY a frame into `table` (already quoted) as CSV; list columns become array literals."""
+    """COPY a frame into `table` (already quoted) as CSV; list columns become array literals.
+
+    Every text value is written quoted and NULL as an unquoted empty field (PostgreSQL's CSV
+    default), so no text value can read back as NULL: "", "\\N", quotes, backslashes, newlines and
+    emoji arrive exactly as they are in the frame.
+    """
     lists = [c for c, t in frame.schema.items() if isinstance(t, pl.List)]
     buf = io.BytesIO()
-    frame.with_columns(*[_pg_array(c) for c in lists]).write_csv(buf, null_value="\\N")
+    frame.with_columns(*[_pg_array(c) for c in lists]).write_csv(buf, quote_style="non_numeric", null_value="")
     cols = ", ".join(conn.dialect.identifier_preparer.quote(c) for c in frame.columns)
     raw = conn.connection.driver_connection
     with raw.cursor() as cur:
-        with cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT csv, HEADER true, NULL '\\N')") as cp:
+        with cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT csv, HEADER true)") as cp:
             cp.write(buf.getbuffer())
 
 
 def temp_like(conn: sa.Connection, target: sa.Table, name: str) -> tuple[sa.Table, str]:
     """A temp table shaped like `target`, dropped at commit: (its Table, its quoted name)."""
     prep = conn.dialect.identifier_preparer
-    conn.execute(sa.text(f"CREATE TEMP TABLE {prep.quote(name)} (LIKE {prep.format_table(target)} INCLUDING DEFAULTS) ON COMMIT DROP"))
+    conn.execute(ddl(f"CREATE TEMP TABLE {prep.quote(name)} (LIKE {prep.format_table(target)} INCLUDING DEFAULTS) ON COMMIT DROP"))
     stage = sa.Table(name, sa.MetaData(), *[sa.Column(c.name, c.type) for c in target.columns])
     return stage, prep.quote(name)

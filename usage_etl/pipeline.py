@@ -16,10 +16,27 @@ import sqlalchemy as sa
 from usage_etl import aggregate, store
 from usage_etl.pricing import provenance
 from usage_etl.settings import Settings
-from usage_etl.normalize import normalize
+from usage_etl.normalize import QUARANTINE_SCHEMA, normalize
 from usage_etl.pricing.book import PriceBook, price_messages
 from usage_etl.sources import fingerprint
-from usage_etl.sources.postgres import read_arrow, read_window, source_name
+from usage_etl.sources.postgres import RAW_DIGEST, raw_schema, read_arrow, read_window, source_name, window_query, with_digest
+
+
+class AuditFailed(RuntimeError):
+    """A partition's staged rows failed an ERROR-severity integrity check inside the write
+    transaction; it was rolled back, so readers still see the previous rows."""
+
+
+def _audit(engine: sa.Engine, conn: sa.Connection, settings: Settings, window: store.Window) -> None:
+    """Evaluate the partition's integrity rules on `conn` (its uncommitted rows) and raise
+    AuditFailed naming every failed ERROR rule. Imported here: checks sit above the pipeline's
+    building blocks but use none of its functions."""
+    from usage_etl.checks import runner
+
+    outcomes = runner.evaluate(engine, settings, window.period_type, [window.partition_key], connection=conn)
+    failed = runner.failed_errors({window.period_type: outcomes})
+    if failed:
+        raise AuditFailed(f"{window.period_type} {window.partition_key} not published: " + "; ".join(f"{o.check}: {o.summary}" for _, _, o in failed))
 
 
 @dataclass
@@ -81,13 +98,29 @@ def _write_summaries(
         result.writes[name] = store.upsert_window(conn, table, store.summary_rows(frame, window), window, key)
 
 
-def run_daily(engine: sa.Engine, url: sa.URL, settings: Settings, book: PriceBook, window: store.Window) -> PartitionResult:
+def _bounded(priced: pl.LazyFrame, timezone: str) -> tuple[pl.LazyFrame, pl.DataFrame]:
+    """(messages within the user-day bounds, quarantine rows of the others): see
+    `aggregate.user_day_bounds`."""
+    checked = aggregate.user_day_bounds(priced, timezone).collect()
+    over = checked.filter(pl.col("bound_reason").is_not_null())
+    rejected = over.select(
+        "message_id", "user_id", "created_at", pl.col("bound_reason").alias("reason"), pl.col("bound_detail").alias("detail"), RAW_DIGEST
+    )
+    kept = checked.filter(pl.col("bound_reason").is_null()).drop("bound_reason", "bound_detail")
+    return kept.lazy(), rejected.cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
+
+
+def run_daily(engine: sa.Engine, url: sa.URL, settings: Settings, book: PriceBook, window: store.Window, *, audit: bool = True) -> PartitionResult:
     """Materialize one daily window atomically: summaries, by-model and by-dimension rows, both
-    grains and quarantine. The source is read and normalized as `settings.source_config` says."""
+    grains and quarantine. The source is read and normalized as `settings.source_config` says.
+
+    With `audit`, the integrity rules run on the written rows before commit; an ERROR rule that
+    fails raises AuditFailed and the previous rows stay (the asset checks would fail the same way).
+    """
     src = settings.source_config
     raw = read_window(settings, url, window.start, window.end)
     norm = normalize(raw, src.tokens.semantics, src.status.error_values)
-    priced = price_messages(norm.messages.lazy(), book)
+    priced, over_bounds = _bounded(price_messages(norm.messages.lazy(), book), settings.timezone)
     grain, dim_grain = pl.collect_all(
         [
             aggregate.conversation_day_grain(priced, settings.timezone, book.version),
@@ -95,7 +128,7 @@ def run_daily(engine: sa.Engine, url: sa.URL, settings: Settings, book: PriceBoo
         ]
     )
     user, by_model, by_dim = _summaries(grain, dim_grain)
-    quarantine = norm.quarantine.with_columns(
+    quarantine = pl.concat([norm.quarantine, over_bounds]).with_columns(
         source=pl.lit(source_name(settings)), partition_key=pl.lit(window.partition_key)
     )
     result = PartitionResult(window.partition_key, raw_rows=raw.height, rejected_rows=quarantine.height)
@@ -115,19 +148,45 @@ def run_daily(engine: sa.Engine, url: sa.URL, settings: Settings, book: PriceBoo
         q = store.reflect(conn, settings.schema, store.QUARANTINE_TABLE)
         store.replace_rows(conn, q, quarantine, (q.c.source == source_name(settings)) & (q.c.partition_key == window.partition_key))
         _write_summaries(conn, settings.schema, window, user, by_model, by_dim, result)
+        if audit:
+            _audit(engine, conn, settings, window)
     return result
 
 
 def quarantine_unpartitioned(engine: sa.Engine, url: sa.URL, settings: Settings) -> int:
-    """Quarantine source rows whose created_at is NULL (they fall in no window). Returns their count."""
+    """Quarantine source rows whose created_at is NULL (they fall in no window), incrementally.
+
+    Only rows whose `raw_digest` is not in the quarantine yet are read and normalized; quarantine
+    rows whose raw row is gone (deleted, or given a created_at since) are deleted. Both are set
+    operations on the server, so a nightly run costs one scan of the NULL rows' values, not a read
+    and rewrite of all of them. Returns the number of such rows now quarantined.
+    """
     src = settings.source_config
-    raw = read_window(settings, url, None, None)
-    bad = normalize(raw, src.tokens.semantics, src.status.error_values).quarantine.with_columns(source=pl.lit(source_name(settings)), partition_key=pl.lit(None, pl.String))
-    with engine.begin() as conn:
-        q = store.reflect(conn, settings.schema, store.QUARANTINE_TABLE)
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended("usage_etl:unpartitioned", 0))))
-        store.replace_rows(conn, q, bad, (q.c.source == source_name(settings)) & q.c.partition_key.is_(None))
-    return bad.height
+    name = source_name(settings)
+    lock = sa.func.hashtextextended(f"usage_etl:{settings.schema}:unpartitioned:{name}", 0)
+    with engine.connect() as conn:
+        # A session lock: the new rows are read over ADBC (another session) between two transactions.
+        conn.execute(sa.select(sa.func.pg_advisory_lock(lock)))
+        try:
+            q = store.reflect(conn, settings.schema, store.QUARANTINE_TABLE)
+            mine = (q.c.source == name) & q.c.partition_key.is_(None)
+            rows = with_digest(window_query(settings, None, None)).subquery("rows")
+            conn.execute(sa.delete(q).where(mine, q.c.raw_digest.is_(None) | q.c.raw_digest.not_in(sa.select(rows.c.raw_digest))))
+            conn.commit()
+            known = sa.select(q.c.raw_digest).where(mine)  # never null after the delete
+            raw = read_arrow(url, sa.select(rows).where(rows.c.raw_digest.not_in(known)), {**raw_schema(src), RAW_DIGEST: pl.Int64()})
+            bad = normalize(raw, src.tokens.semantics, src.status.error_values).quarantine
+            bad = bad.with_columns(source=pl.lit(name), partition_key=pl.lit(None, pl.String))
+            if bad.height:
+                store.copy_frame(conn, conn.dialect.identifier_preparer.format_table(q), bad.select([c.name for c in q.columns]))
+            total = conn.execute(sa.select(sa.func.count()).select_from(q).where(mine)).scalar_one()
+            conn.commit()
+            return total
+        finally:
+            if not conn.invalidated:
+                conn.rollback()
+                conn.execute(sa.select(sa.func.pg_advisory_unlock(lock)))
+                conn.commit()
 
 
 def read_grain(engine: sa.Engine, url: sa.URL, schema: str, window: store.Window) -> pl.DataFrame:
@@ -152,18 +211,26 @@ def read_breakdown_grain(engine: sa.Engine, url: sa.URL, schema: str, window: st
     return read_arrow(url, stmt, aggregate.BREAKDOWN_GRAIN_SCHEMA)
 
 
-def run_rollup(engine: sa.Engine, url: sa.URL, settings: Settings, window: store.Window) -> PartitionResult:
-    """Materialize a weekly or monthly window from the conversation-day grains (no raw rescan)."""
-    grain = read_grain(engine, url, settings.schema, window)
-    dim_grain = read_breakdown_grain(engine, url, settings.schema, window, settings.source_config.dimensions)
-    user, by_model, by_dim = _summaries(grain, dim_grain)
-    result = PartitionResult(window.partition_key)
-    _fill_result(result, user)
-    unpriced = by_model.filter(pl.col("unpriced_message_count") > 0)["model"].unique().sort()
-    result.unpriced_models = unpriced.to_list()
+def run_rollup(engine: sa.Engine, url: sa.URL, settings: Settings, window: store.Window, *, audit: bool = True) -> PartitionResult:
+    """Materialize a weekly or monthly window from the conversation-day grains (no raw rescan).
+
+    The grain is read while this transaction holds the partition lock and shared locks on the
+    window's days (`store.lock_days_shared`), so no daily run can change those days between the
+    read and the commit. With `audit`, as in `run_daily`.
+    """
     with engine.begin() as conn:
         store.lock_partition(conn, settings.schema, window)
+        store.lock_days_shared(conn, settings.schema, window)
+        grain = read_grain(engine, url, settings.schema, window)
+        dim_grain = read_breakdown_grain(engine, url, settings.schema, window, settings.source_config.dimensions)
+        user, by_model, by_dim = _summaries(grain, dim_grain)
+        result = PartitionResult(window.partition_key)
+        _fill_result(result, user)
+        unpriced = by_model.filter(pl.col("unpriced_message_count") > 0)["model"].unique().sort()
+        result.unpriced_models = unpriced.to_list()
         _write_summaries(conn, settings.schema, window, user, by_model, by_dim, result)
+        if audit:
+            _audit(engine, conn, settings, window)
     return result
 
 

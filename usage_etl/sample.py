@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 import sqlalchemy as sa
 
+from usage_etl.db import ddl
 from usage_etl.settings import Settings
 from usage_etl.migrations import read_sql
 
@@ -180,7 +181,7 @@ def ensure_source_table(engine: sa.Engine, settings: Settings) -> None:
     with engine.begin() as conn:
         prep = conn.dialect.identifier_preparer
         conn.execute(sa.schema.CreateSchema(settings.source_schema, if_not_exists=True))
-        conn.execute(sa.text(f"SET LOCAL search_path TO {prep.quote_schema(settings.source_schema)}"))
+        conn.execute(ddl(f"SET LOCAL search_path TO {prep.quote_schema(settings.source_schema)}"))
         conn.execute(sa.text(read_sql("source_chat_messages.sql")))
         conn.execute(sa.text(read_sql("recommended_source_indexes.sql")))
 

@@ -6,7 +6,7 @@ from alembic import context
 connection = context.config.attributes["connection"]
 schema = context.config.attributes["schema"]
 quoted = connection.dialect.identifier_preparer.quote_schema(schema)
-connection.execute(sa.text(f"SET LOCAL search_path TO {quoted}, public"))
+connection.execute(sa.text(f"SET LOCAL search_path TO {quoted}, public".replace(":", "\\:")))  # a ":" in the name is no bind parameter
 context.configure(
     connection=connection,
     version_table="usage_etl_alembic_version",
