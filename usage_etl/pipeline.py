@@ -6,9 +6,12 @@ data flow does not depend on the orchestrator.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import polars as pl
 import sqlalchemy as sa
@@ -23,20 +26,49 @@ from usage_etl.sources.postgres import RAW_DIGEST, raw_schema, read_arrow, read_
 
 
 class AuditFailed(RuntimeError):
-    """A partition's staged rows failed an ERROR-severity integrity check inside the write
+    """A partition's written rows failed an ERROR-severity integrity rule inside the write
     transaction; it was rolled back, so readers still see the previous rows."""
 
 
-def _audit(engine: sa.Engine, conn: sa.Connection, settings: Settings, window: store.Window) -> None:
-    """Evaluate the partition's integrity rules on `conn` (its uncommitted rows) and raise
-    AuditFailed naming every failed ERROR rule. Imported here: checks sit above the pipeline's
-    building blocks but use none of its functions."""
+@dataclass(frozen=True)
+class Audit:
+    """Run the partition's integrity rules (`checks.runner.evaluate`) on its rows inside the write
+    transaction, before commit. `materialized_daily`, `thresholds` (a `runner.Thresholds`; None:
+    from the environment) as `evaluate` takes them. An ERROR rule that fails rolls the write back;
+    `raise_on_error` then raises AuditFailed, else the result says `published=False`."""
+
+    materialized_daily: frozenset[str] = frozenset()
+    thresholds: Any = None
+    raise_on_error: bool = True
+
+
+class _Unpublished(Exception):
+    pass
+
+
+def _audit(engine: sa.Engine, conn: sa.Connection, settings: Settings, window: store.Window, audit: Audit, result: PartitionResult) -> None:
+    """Evaluate the rules on `conn` (its uncommitted rows) into `result.audit`; raise _Unpublished
+    when an ERROR rule failed. (Imported here: the checks read through the pipeline's sources.)"""
     from usage_etl.checks import runner
 
-    outcomes = runner.evaluate(engine, settings, window.period_type, [window.partition_key], connection=conn)
-    failed = runner.failed_errors({window.period_type: outcomes})
+    thresholds = audit.thresholds or runner.Thresholds.from_env()
+    key = window.partition_key
+    found = runner.evaluate(engine, settings, window.period_type, [key], materialized_daily=audit.materialized_daily, thresholds=thresholds, connection=conn)
+    result.audit = found[key]
+    failed = runner.failed_errors({window.period_type: found})
     if failed:
-        raise AuditFailed(f"{window.period_type} {window.partition_key} not published: " + "; ".join(f"{o.check}: {o.summary}" for _, _, o in failed))
+        raise _Unpublished(f"{window.period_type} {key} not published: " + "; ".join(f"{o.check}: {o.summary}" for _, _, o in failed))
+
+
+@contextmanager
+def _published(result: PartitionResult, audit: Audit | None) -> Iterator[None]:
+    """Around the write transaction: a failed audit leaves `result.published` False (or raises)."""
+    try:
+        yield
+    except _Unpublished as exc:
+        result.published, result.writes = False, {}  # rolled back
+        if audit is None or audit.raise_on_error:
+            raise AuditFailed(str(exc)) from None
 
 
 @dataclass
@@ -56,6 +88,8 @@ class PartitionResult:
     price_book_versions: list[str] = field(default_factory=list)  # of the rows written
     grain_digest: str = ""  # daily only: provenance.frame_digest of the grain rows written
     writes: dict[str, store.WriteStats] = field(default_factory=dict)
+    audit: list = field(default_factory=list)  # checks.rules.CheckOutcome of the rows written (with an Audit)
+    published: bool = True  # False: the audit failed and the write was rolled back
 
     @property
     def rows_written(self) -> int:
@@ -110,12 +144,14 @@ def _bounded(priced: pl.LazyFrame, timezone: str) -> tuple[pl.LazyFrame, pl.Data
     return kept.lazy(), rejected.cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
 
 
-def run_daily(engine: sa.Engine, url: sa.URL, settings: Settings, book: PriceBook, window: store.Window, *, audit: bool = True) -> PartitionResult:
+def run_daily(
+    engine: sa.Engine, url: sa.URL, settings: Settings, book: PriceBook, window: store.Window, *, audit: Audit | None = Audit()
+) -> PartitionResult:
     """Materialize one daily window atomically: summaries, by-model and by-dimension rows, both
     grains and quarantine. The source is read and normalized as `settings.source_config` says.
 
-    With `audit`, the integrity rules run on the written rows before commit; an ERROR rule that
-    fails raises AuditFailed and the previous rows stay (the asset checks would fail the same way).
+    With `audit` (default: on, raising), the integrity rules run on the written rows before commit,
+    and an ERROR rule that fails rolls the write back: the previous rows stay (see `Audit`).
     """
     src = settings.source_config
     raw = read_window(settings, url, window.start, window.end)
@@ -139,7 +175,7 @@ def run_daily(engine: sa.Engine, url: sa.URL, settings: Settings, book: PriceBoo
         priced.filter(~pl.col("priced")).select(pl.col("model").fill_null("(unknown)").unique()).collect().to_series().to_list()
     )
     d0, d1 = window.days
-    with engine.begin() as conn:
+    with _published(result, audit), engine.begin() as conn:
         store.lock_partition(conn, settings.schema, window)
         g = store.reflect(conn, settings.schema, store.GRAIN_TABLE)
         store.replace_rows(conn, g, grain, (g.c.day >= d0) & (g.c.day < d1))
@@ -148,8 +184,8 @@ def run_daily(engine: sa.Engine, url: sa.URL, settings: Settings, book: PriceBoo
         q = store.reflect(conn, settings.schema, store.QUARANTINE_TABLE)
         store.replace_rows(conn, q, quarantine, (q.c.source == source_name(settings)) & (q.c.partition_key == window.partition_key))
         _write_summaries(conn, settings.schema, window, user, by_model, by_dim, result)
-        if audit:
-            _audit(engine, conn, settings, window)
+        if audit is not None:
+            _audit(engine, conn, settings, window, audit, result)
     return result
 
 
@@ -211,30 +247,32 @@ def read_breakdown_grain(engine: sa.Engine, url: sa.URL, schema: str, window: st
     return read_arrow(url, stmt, aggregate.BREAKDOWN_GRAIN_SCHEMA)
 
 
-def run_rollup(engine: sa.Engine, url: sa.URL, settings: Settings, window: store.Window, *, audit: bool = True) -> PartitionResult:
+def run_rollup(engine: sa.Engine, url: sa.URL, settings: Settings, window: store.Window, *, audit: Audit | None = Audit()) -> PartitionResult:
     """Materialize a weekly or monthly window from the conversation-day grains (no raw rescan).
 
     The grain is read while this transaction holds the partition lock and shared locks on the
     window's days (`store.lock_days_shared`), so no daily run can change those days between the
     read and the commit. With `audit`, as in `run_daily`.
     """
-    with engine.begin() as conn:
+    result = PartitionResult(window.partition_key)
+    with _published(result, audit), engine.begin() as conn:
         store.lock_partition(conn, settings.schema, window)
         store.lock_days_shared(conn, settings.schema, window)
         grain = read_grain(engine, url, settings.schema, window)
         dim_grain = read_breakdown_grain(engine, url, settings.schema, window, settings.source_config.dimensions)
         user, by_model, by_dim = _summaries(grain, dim_grain)
-        result = PartitionResult(window.partition_key)
         _fill_result(result, user)
         unpriced = by_model.filter(pl.col("unpriced_message_count") > 0)["model"].unique().sort()
         result.unpriced_models = unpriced.to_list()
         _write_summaries(conn, settings.schema, window, user, by_model, by_dim, result)
-        if audit:
-            _audit(engine, conn, settings, window)
+        if audit is not None:
+            _audit(engine, conn, settings, window, audit, result)
     return result
 
 
-def materialize_day(engine: sa.Engine, url: sa.URL, settings: Settings, book: PriceBook, window: store.Window) -> PartitionResult:
+def materialize_day(
+    engine: sa.Engine, url: sa.URL, settings: Settings, book: PriceBook, window: store.Window, *, audit: Audit | None = Audit()
+) -> PartitionResult:
     """`run_daily`, recording the raw window's fingerprint as of just before the read.
 
     Two runs of one day serialize on a session advisory lock around fingerprint, run and record, so
@@ -247,8 +285,9 @@ def materialize_day(engine: sa.Engine, url: sa.URL, settings: Settings, book: Pr
         try:
             fp = fingerprint.current_fingerprints(conn, settings, day, day + timedelta(days=1))
             conn.commit()
-            result = run_daily(engine, url, settings, book, window)
-            fingerprint.record(conn, settings, day, fp)
+            result = run_daily(engine, url, settings, book, window, audit=audit)
+            if result.published:  # else the day stays "changed since materialized"
+                fingerprint.record(conn, settings, day, fp)
             conn.commit()
         finally:
             if not conn.invalidated:  # a lost connection has released its session lock already

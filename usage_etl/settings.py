@@ -20,7 +20,7 @@ from datetime import date
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from usage_etl.sources.config import SourceConfig, SourceConfigError, load_source_config
+from usage_etl.sources.config import SourceConfig, SourceConfigError, identifier_problem, load_source_config
 
 
 class ConfigError(ValueError):
@@ -99,6 +99,9 @@ class Settings:
             start_date = date.fromisoformat(start)
         except ValueError as exc:
             raise ConfigError(f"USAGE_ETL_START_DATE={start!r} is not a date (YYYY-MM-DD)") from exc
+        for var, default in (("USAGE_ETL_SCHEMA", "public"), ("USAGE_ETL_SOURCE_SCHEMA", "public"), ("USAGE_ETL_SOURCE_TABLE", "chat_messages")):
+            if problem := identifier_problem(env.get(var, default)):
+                raise ConfigError(f"{var}: the name {env[var][:80]!r} {problem}")
         source = None
         if env.get("USAGE_ETL_SOURCE_CONFIG"):
             try:

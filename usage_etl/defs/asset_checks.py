@@ -38,6 +38,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 )
 from dagster._core.event_api import PartitionKeyFilter  # not exported; the storage API's partition filter
 
+from usage_etl import pipeline
 from usage_etl.checks import runner as check_runner
 from usage_etl.checks import rules as checks
 from usage_etl.settings import Settings
@@ -143,11 +144,24 @@ class PendingChecks:
         self._engine, self._settings = engine, settings
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage_etl_checks")
 
-    def submit(self, key: str) -> None:
-        """Start evaluating the rules on partition `key`, which is written."""
+    def audit(self) -> pipeline.Audit | None:
+        """How the pipeline evaluates the rules inside each partition's write transaction (None when
+        the check is not selected); a failure is reported by this check rather than raised."""
+        if not self.selected:
+            return None
+        return pipeline.Audit(frozenset(self._materialized), self._thresholds, raise_on_error=False)
+
+    def submit(self, key: str, result: pipeline.PartitionResult | None = None) -> None:
+        """Start evaluating the rules on partition `key`, which is written; a `result` whose audit
+        already evaluated them (inside its write transaction) is reported as it is."""
         if not self.selected:
             return
         self.keys.append(key)
+        if result is not None and result.audit:
+            done: Future = Future()
+            done.set_result({key: result.audit})
+            self._futures.append(done)
+            return
         self._futures.append(self._pool.submit(
             check_runner.evaluate, self._engine, self._settings, self.period_type, [key],
             materialized_daily=self._materialized, thresholds=self._thresholds,

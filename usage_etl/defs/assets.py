@@ -56,6 +56,9 @@ def _metadata(results: Sequence[pipeline.PartitionResult], extra: dict | None = 
     if models:
         md["unpriced_models"] = dg.MetadataValue.json(models)
     md["price_book_versions"] = dg.MetadataValue.json(sorted({v for r in results for v in r.price_book_versions}))
+    unpublished = [r.partition_key for r in results if not r.published]
+    if unpublished:  # failed an ERROR rule before commit: the previous rows are still what readers see
+        md["unpublished_partitions"] = dg.MetadataValue.json(unpublished)
     if not single:
         lines = ["| partition | users | messages | total_tokens | cost_usd | rejected |", "|---|---|---|---|---|---|"]
         lines += [f"| {r.partition_key} | {r.users} | {r.messages} | {r.total_tokens} | {r.cost_usd} | {r.rejected_rows} |" for r in results]
@@ -76,10 +79,10 @@ def _run_each(
     period_type: str,
     step: Callable[[str], pipeline.PartitionResult],
     workers: int,
-    on_done: Callable[[str], None],
+    on_done: Callable[[str, pipeline.PartitionResult], None],
 ) -> list[pipeline.PartitionResult]:
-    """Run `step` on each partition key of the run, `workers` at a time, and call `on_done(key)`
-    in key order as each finishes (the integrity checks start there).
+    """Run `step` on each partition key of the run, `workers` at a time, and call `on_done(key,
+    result)` in key order as each finishes (the integrity checks are reported there).
 
     Partitions are independent (own window, own transaction and lock), so several can run at once:
     while one waits on PostgreSQL, another's Polars work (which releases the GIL) goes on. Memory is
@@ -101,7 +104,7 @@ def _run_each(
         for i, (key, future) in enumerate(zip(keys, futures), 1):
             r = future.result()
             results.append(r)
-            on_done(key)
+            on_done(key, r)
             context.log.info(
                 f"{period_type} {key} ({i}/{len(keys)}): {r.users} users, {r.messages} messages, "
                 f"{r.rejected_rows} rejected, {r.rows_written} rows written"
@@ -146,14 +149,16 @@ def build_assets(
         and quarantined raw rows of the day. Checks the source mapping first; the integrity checks
         of each partition run in the same step, after the write."""
         engine, url = db.engine, db.url()
-        # A mapping error stops the run before any partition is written, and is not retried.
+        # A structural mapping error stops the run before any partition is written, and is not
+        # retried; what the latest rows' content suggests is only a warning (bad rows are quarantined).
         with db_errors.classified(f"source mapping check of {pipeline.source_name(settings)}"):
-            check_source(engine, settings)
+            for warning in check_source(engine, settings, content=False):
+                context.log.warning(f"source mapping: {warning}")
         pending = asset_checks.start(context, engine, settings, "daily", context.asset_key)
         results = _run_each(
             context,
             "daily",
-            lambda key: pipeline.materialize_day(engine, url, settings, book, partitions.window(PARTITIONS["daily"], "daily", key)),
+            lambda key: pipeline.materialize_day(engine, url, settings, book, partitions.window(PARTITIONS["daily"], "daily", key), audit=pending.audit()),
             auto.partition_workers,
             pending.submit,
         )
@@ -188,7 +193,7 @@ def build_assets(
             results = _run_each(
                 context,
                 period_type,
-                lambda key: pipeline.run_rollup(engine, url, settings, partitions.window(PARTITIONS[period_type], period_type, key)),
+                lambda key: pipeline.run_rollup(engine, url, settings, partitions.window(PARTITIONS[period_type], period_type, key), audit=pending.audit()),
                 auto.partition_workers,
                 pending.submit,
             )

@@ -139,7 +139,7 @@ _ADBC_DIALECT = postgresql.dialect(paramstyle="numeric_dollar")
 def compile_bound(stmt: sa.ClauseElement) -> tuple[str, list]:
     """Render a statement for ADBC: (SQL with $n placeholders, their values in order).
     Identifiers are quoted by SQLAlchemy; no value is rendered into the SQL text."""
-    compiled = stmt.compile(dialect=_ADBC_DIALECT)
+    compiled = stmt.compile(dialect=_ADBC_DIALECT, compile_kwargs={"render_postcompile": True})  # IN lists: one $n each
     params = compiled.construct_params()
     return str(compiled), [params[k] for k in compiled.positiontup or ()]
 
