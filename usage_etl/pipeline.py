@@ -214,7 +214,7 @@ def quarantine_unpartitioned(engine: sa.Engine, url: sa.URL, settings: Settings)
             bad = normalize(raw, src.tokens.semantics, src.status.error_values).quarantine
             bad = bad.with_columns(source=pl.lit(name), partition_key=pl.lit(None, pl.String))
             if bad.height:
-                store.copy_frame(conn, conn.dialect.identifier_preparer.format_table(q), bad.select([c.name for c in q.columns]))
+                store.copy_frame(conn, store.quote_table(q), bad.select([c.name for c in q.columns]))
             total = conn.execute(sa.select(sa.func.count()).select_from(q).where(mine)).scalar_one()
             conn.commit()
             return total
