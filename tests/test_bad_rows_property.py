@@ -3,7 +3,6 @@ for every row (raw = aggregated + quarantined), and stores every value exactly; 
 scale, with tens of thousands of adversarial rows over ten days."""
 
 import itertools
-import json
 from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
@@ -121,7 +120,7 @@ def test_tens_of_thousands_of_adversarial_rows(engine, db_url, settings):
     days = [datetime(2026, 3, 2 + d, tzinfo=timezone.utc) for d in range(10)]
     rows = [r for d in days for r in _adversarial(d, 2_400, ids)] + [{**_adversarial(days[0], 1, ids)[0], "created_at": None}]
     for chunk in range(0, len(rows), 5_000):
-        insert(engine, cfg, [{**r, "metadata": json.loads(json.dumps(r["metadata"]))} for r in rows[chunk:chunk + 5_000]])
+        insert(engine, cfg, rows[chunk:chunk + 5_000])
     results = [run(engine, db_url, cfg, key=d.date().isoformat()) for d in days]  # each raises if its audit fails
     assert all(r.published for r in results)
     assert sum(r.raw_rows for r in results) == 24_000 == sum(r.messages + r.rejected_rows for r in results)

@@ -8,8 +8,10 @@ connection costs ~0.1 s to open, more than all these queries together.
 
 The expected figures of the reconciliation come from an independent path: SQL over the raw
 source (the same window SELECT as the pipeline, `sources.postgres.window_query`) that applies the
-provider token semantics itself, server side, and drops the message ids of the partition's
-quarantine rows. It shares no Polars code with the summaries it checks.
+provider token semantics itself, server side, and drops the partition's quarantined rows (matched
+by `raw_digest`, so another copy of a quarantined id still counts). It shares no Polars code with
+the summaries it checks. `evaluate(..., connection=)` also runs inside a write transaction: the
+pipeline audits a partition's rows there before it commits them.
 """
 
 from __future__ import annotations
@@ -72,9 +74,10 @@ Bound = datetime | sa.BindParameter  # a value, or a bind parameter of a stateme
 
 
 def expected_query(settings: Settings, start: Bound, end: Bound, first_day: str | sa.BindParameter, end_day: str | sa.BindParameter) -> sa.Select:
-    """Per (day, user) over raw rows with start <= created_at < end, minus the message ids
-    quarantined for days in [first_day, end_day) (ISO dates, the same window): day (text
-    partition key), user_id, message_count and the token sums of `checks.RECONCILED`.
+    """Per (day, user) over raw rows with start <= created_at < end, minus the rows quarantined
+    for days in [first_day, end_day) (ISO dates, the same window; matched by raw digest): day (text
+    partition key), user_id (trimmed like normalize does), message_count and the token sums of
+    `checks.RECONCILED`.
 
     Token semantics (DESIGN.md §2), written in SQL: OpenAI chat (prompt/completion present) ->
     input = prompt - cached, cache_read = cached, output = completion, reasoning from its details;
