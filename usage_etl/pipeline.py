@@ -48,7 +48,8 @@ class _Unpublished(Exception):
 
 def _audit(engine: sa.Engine, conn: sa.Connection, settings: Settings, window: store.Window, audit: Audit, result: PartitionResult) -> None:
     """Evaluate the rules on `conn` (its uncommitted rows) into `result.audit`; raise _Unpublished
-    when an ERROR rule failed. (Imported here: the checks read through the pipeline's sources.)"""
+    when an ERROR rule failed. (Imported here: checks.runner loads Dagster's partition definitions,
+    which callers running without an audit do not need.)"""
     from usage_etl.checks import runner
 
     thresholds = audit.thresholds or runner.Thresholds.from_env()
