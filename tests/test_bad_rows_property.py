@@ -24,21 +24,40 @@ DETAILS = {"prompt_tokens_details": "cached_tokens", "completion_tokens_details"
 text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
 scalars = st.none() | st.booleans() | st.integers(-(10**25), 10**25) | st.floats(allow_nan=False, allow_infinity=False) | text
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3), max_leaves=5)
-token = st.integers(-3, 2 * 10**9) | st.integers(0, 500) | st.sampled_from(["12", " 7 ", "12.0", "١٢", "1e3", "", "-0"]) | json_values
-usage = st.one_of(
-    st.fixed_dictionaries({}, optional={**{k: token for k in TOKEN_KEYS}, **{k: st.fixed_dictionaries({}, optional={v: token}) for k, v in DETAILS.items()}}),
-    json_values,
-)
-key_text = st.none() | st.sampled_from(["alice", " bob ", "", "  ", "\\N", 'q"\\', "x" * 600]) | text
-when = st.none() | st.datetimes(datetime(2026, 3, 9, 20), datetime(2026, 3, 11, 4), timezones=st.just(timezone.utc))
+
+
+
+def mostly(often: st.SearchStrategy, *rarely: st.SearchStrategy, share: int = 80) -> st.SearchStrategy:
+    """`often` `share`% of the time, else one of `rarely` (one_of would drop repeated branches)."""
+    return st.integers(0, 99).flatmap(lambda i: often if i < share else st.one_of(*rarely))
+
+
+# Mostly plausible rows (so that a bad value is often the only thing wrong with its row), then anything.
+small = st.integers(0, 500)
+token = mostly(small, st.integers(-3, 2 * 10**9), st.sampled_from(["12", " 7 ", "12.0", "١٢", "１２", "12.5", "1e3", "", "-0", "+5"]), json_values, share=85)
+optional = {**{k: token for k in TOKEN_KEYS}, **{k: st.fixed_dictionaries({}, optional={v: token}) for k, v in DETAILS.items()}}
+
+
+def _with(*required: str) -> st.SearchStrategy:
+    return st.fixed_dictionaries({k: token for k in required}, optional={k: v for k, v in optional.items() if k not in required})
+
+
+anthropic, openai = _with("input_tokens", "output_tokens"), _with("prompt_tokens", "completion_tokens")
+usage = mostly(st.one_of(anthropic, openai), st.fixed_dictionaries({}, optional=optional), json_values, share=85)
+valid_key = st.sampled_from(["alice", " bob ", "carol"])
+key_text = mostly(valid_key, st.none(), st.sampled_from(["", "  ", "\\N", 'q"\\', "x" * 600]), text)
+label = mostly(st.sampled_from(["c1", "\\N", 'q"\\', "NULL", "😀", "a,b", "{x}", " pad "]), key_text, share=70)  # conversation, agent, model
+in_window = st.datetimes(datetime(2026, 3, 10), datetime(2026, 3, 10, 23, 59, 59), timezones=st.just(timezone.utc))
+when = mostly(in_window, st.none(), st.datetimes(datetime(2026, 3, 9, 20), datetime(2026, 3, 11, 4), timezones=st.just(timezone.utc)))
+metadata = st.fixed_dictionaries({"usage": usage}, optional={"status": json_values, "amount_paid": st.one_of(small, json_values), "team": json_values})
 raw_row = st.fixed_dictionaries({
     "id": st.none() | st.sampled_from(["d1", "d2", "d3"]) | text,
     "user_id": key_text,
-    "conversation_id": key_text,
-    "agent_id": key_text,
-    "model": st.none() | st.sampled_from(["claude-sonnet-4-20250514", "gpt-4o", "claude-opus-4-1"]) | key_text,
+    "conversation_id": label,
+    "agent_id": label,
+    "model": mostly(st.sampled_from(["claude-sonnet-4-20250514", "gpt-4o", "claude-opus-4-1"]), label, share=50),
     "created_at": when,
-    "metadata": st.none() | st.fixed_dictionaries({}, optional={"usage": usage, "status": json_values, "amount_paid": json_values, "team": json_values}),
+    "metadata": mostly(metadata, st.none(), json_values, share=90),
 })
 
 GRAIN_COLS = ["user_id", "conversation_id", "agent_id", "model", *aggregate.TOKEN_SUMS, "message_count", "error_count", "unpriced_message_count", "cost_pico_usd", "paid_micro"]
@@ -56,7 +75,7 @@ def _in_window(engine, cfg) -> int:
         return conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.created_at >= START, t.c.created_at < END)).scalar_one()
 
 
-@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
+@hsettings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(rows=st.lists(raw_row, max_size=12))
 def test_any_raw_rows_reconcile_and_round_trip(engine, db_url, settings, rows):
     cfg = configure(settings, engine)
