@@ -144,7 +144,7 @@ def test_create_roles_and_migrations_with_names_that_need_quoting(engine, settin
     sec = SecuritySettings(writer_role=roles.name(base), reader_role=roles.name(base + " reader"), admin_role=roles.name(base + " admin"))
     s = settings.replace(schema=f"{schema} {roles.suffix}")
     report = security.upgrade(engine, s, sec, create_roles=True)
-    assert (report.created_roles, report.applied) == ([sec.writer_role, sec.reader_role, sec.admin_role], ["0001", "0002", "0003", "0004", "0005", "0006"])
+    assert (report.created_roles, report.applied) == ([sec.writer_role, sec.reader_role, sec.admin_role], ["0001", "0002", "0003", "0004", "0005", "0006", "0007"])
     with engine.connect() as conn:
         owners = conn.execute(sa.text("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = :s"), {"s": s.schema}).scalars().all()
         readable = conn.execute(sa.text(

@@ -50,7 +50,7 @@ def test_writer_role_migrates_and_backfills_without_superuser(engine, db_url, se
     where = f"{db_url.render_as_string(hide_password=True)} schema {schema}"
     assert _upgrade("--create-roles") == [
         f"created roles {w}, {r}, {a}",
-        f"applied 0001, 0002, 0003, 0004, 0005, 0006 on {where}",
+        f"applied 0001, 0002, 0003, 0004, 0005, 0006, 0007 on {where}",
         f"readers: user id from session setting usage_etl.user_id; admins: members of {a}",
         f"created schema {schema} owned by {w}",
         f"{w} may read the source public.chat_messages",
@@ -83,7 +83,7 @@ def test_writer_role_migrates_and_backfills_without_superuser(engine, db_url, se
     # db upgrade as the writer: current where the superuser migrated, every migration on a new schema
     assert _upgrade()[0] == f"schema is current on {writer_url.render_as_string(hide_password=True)} schema {schema}"
     monkeypatch.setenv("USAGE_ETL_SCHEMA", fresh)
-    assert _upgrade()[0] == f"applied 0001, 0002, 0003, 0004, 0005, 0006 on {writer_url.render_as_string(hide_password=True)} schema {fresh}"
+    assert _upgrade()[0] == f"applied 0001, 0002, 0003, 0004, 0005, 0006, 0007 on {writer_url.render_as_string(hide_password=True)} schema {fresh}"
     assert _owners(engine, fresh) == ({t: w for t in security.OWNED_TABLES}, {f: w for f in security.FUNCTIONS})
 
     # a full backfill through Dagster as the writer: days, then weeks, then months

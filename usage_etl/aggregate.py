@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from usage_etl.frames import DIMENSION_PREFIX
+from usage_etl.frames import DIMENSION_PREFIX, MAX_COST_PICO_PER_USER_DAY, MAX_PAID_MICRO_PER_USER_DAY
 
 GRAIN_KEYS = ["user_id", "day", "conversation_id", "agent_id", "model"]
 TOKEN_SUMS = [
@@ -69,6 +69,32 @@ def _versions(col: str) -> pl.Expr:
     return pl.when(pl.col(col).is_not_null().any()).then(distinct).alias(col)
 
 
+def _paid_micro() -> pl.Expr:
+    # paid_amount <= frames.MAX_PAID_AMOUNT (10^9), so the product stays exact in Float64.
+    return (pl.col("paid_amount") * 1_000_000).round().cast(pl.Int64)
+
+
+def user_day_bounds(priced: pl.LazyFrame, timezone: str) -> pl.LazyFrame:
+    """`priced` plus `bound_reason` and `bound_detail` (String, null within bounds): a user's
+    messages of one day (in `timezone`) whose total cost is above `frames.MAX_COST_PICO_PER_USER_DAY`
+    pico-USD are `cost_out_of_range`, whose total paid amount is above `MAX_PAID_MICRO_PER_USER_DAY`
+    millionths `paid_amount_out_of_range`. Sums are taken in Int128, so nothing wraps; every message
+    of such a user-day gets the reason (no order among them decides which are kept)."""
+    by = ["user_id", pl.col("created_at").dt.convert_time_zone(timezone).dt.date()]
+    cost = pl.col("cost_pico_usd").cast(pl.Int128).sum().over(by)
+    paid = _paid_micro().cast(pl.Int128).sum().over(by)
+    return priced.with_columns(
+        bound_reason=pl.when(cost > MAX_COST_PICO_PER_USER_DAY)
+        .then(pl.lit("cost_out_of_range"))
+        .when(paid > MAX_PAID_MICRO_PER_USER_DAY)
+        .then(pl.lit("paid_amount_out_of_range")),
+        bound_detail=pl.when(cost > MAX_COST_PICO_PER_USER_DAY)
+        .then(pl.lit("user-day cost_pico_usd=") + cost.cast(pl.String) + pl.lit(f" (max {MAX_COST_PICO_PER_USER_DAY})"))
+        .when(paid > MAX_PAID_MICRO_PER_USER_DAY)
+        .then(pl.lit("user-day paid_micro=") + paid.cast(pl.String) + pl.lit(f" (max {MAX_PAID_MICRO_PER_USER_DAY})")),
+    )
+
+
 def conversation_day_grain(
     priced: pl.LazyFrame, timezone: str, price_book_version: str | None = None, *, by: Sequence[str] = ()
 ) -> pl.LazyFrame:
@@ -83,7 +109,7 @@ def conversation_day_grain(
     return (
         priced.with_columns(
             day=pl.col("created_at").dt.convert_time_zone(timezone).dt.date(),
-            paid_micro=(pl.col("paid_amount") * 1_000_000).round().cast(pl.Int64),
+            paid_micro=_paid_micro(),
         )
         .group_by(keys)
         .agg(

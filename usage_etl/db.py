@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from usage_etl.settings import ConfigError, Settings
 
@@ -56,6 +57,29 @@ def make_engine(url: sa.URL, connect_timeout: int = 10) -> sa.Engine:
 # --- table I/O shared by the store and the Claude Code ingestion ---------------------------------
 
 
+# Quotes identifiers for SQL sent to the driver without parameters (DDL, COPY). The engine's own
+# preparer doubles "%" (psycopg's placeholder escape), which only a parameterized execute undoes.
+_PLAIN = postgresql.dialect(paramstyle="numeric_dollar").identifier_preparer
+
+
+def quote(name: str) -> str:
+    """`name` as a quoted identifier for `execute_ddl` and `copy_frame`."""
+    return _PLAIN.quote(name)
+
+
+def quote_table(table: sa.TableClause) -> str:
+    """`schema.table` quoted for `execute_ddl` and `copy_frame`."""
+    return _PLAIN.format_table(table)
+
+
+def execute_ddl(conn: sa.Connection, sql: str) -> None:
+    """Run a statement whose only variable parts are identifiers quoted by `quote`/`quote_table`,
+    on the connection's transaction, as it is: no parameters, so neither ":" nor "%" in a name is
+    read as a placeholder."""
+    with conn.connection.driver_connection.cursor() as cur:
+        cur.execute(sql)
+
+
 def reflect(conn: sa.Connection, schema: str, name: str) -> sa.Table:
     return sa.Table(name, sa.MetaData(schema=schema), autoload_with=conn)
 
@@ -67,20 +91,25 @@ def _pg_array(col: str) -> pl.Expr:
 
 
 def copy_frame(conn: sa.Connection, table: str, frame: pl.DataFrame) -> None:
-    """COPY a frame into `table` (already quoted) as CSV; list columns become array literals."""
+    """COPY a frame into `table` (quoted by `quote_table` or `quote`) as CSV; list columns become
+    array literals.
+
+    Every text value is written quoted and NULL as an unquoted empty field (PostgreSQL's CSV
+    default), so no text value can read back as NULL: "", "\\N", quotes, backslashes, newlines and
+    emoji arrive exactly as they are in the frame.
+    """
     lists = [c for c, t in frame.schema.items() if isinstance(t, pl.List)]
     buf = io.BytesIO()
-    frame.with_columns(*[_pg_array(c) for c in lists]).write_csv(buf, null_value="\\N")
-    cols = ", ".join(conn.dialect.identifier_preparer.quote(c) for c in frame.columns)
+    frame.with_columns(*[_pg_array(c) for c in lists]).write_csv(buf, quote_style="non_numeric", null_value="")
+    cols = ", ".join(quote(c) for c in frame.columns)
     raw = conn.connection.driver_connection
     with raw.cursor() as cur:
-        with cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT csv, HEADER true, NULL '\\N')") as cp:
+        with cur.copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT csv, HEADER true)") as cp:
             cp.write(buf.getbuffer())
 
 
 def temp_like(conn: sa.Connection, target: sa.Table, name: str) -> tuple[sa.Table, str]:
-    """A temp table shaped like `target`, dropped at commit: (its Table, its quoted name)."""
-    prep = conn.dialect.identifier_preparer
-    conn.execute(sa.text(f"CREATE TEMP TABLE {prep.quote(name)} (LIKE {prep.format_table(target)} INCLUDING DEFAULTS) ON COMMIT DROP"))
+    """A temp table shaped like `target`, dropped at commit: (its Table, its name as `quote` gives it)."""
+    execute_ddl(conn, f"CREATE TEMP TABLE {quote(name)} (LIKE {quote_table(target)} INCLUDING DEFAULTS) ON COMMIT DROP")
     stage = sa.Table(name, sa.MetaData(), *[sa.Column(c.name, c.type) for c in target.columns])
-    return stage, prep.quote(name)
+    return stage, quote(name)

@@ -6,9 +6,12 @@ data flow does not depend on the orchestrator.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import polars as pl
 import sqlalchemy as sa
@@ -17,10 +20,57 @@ from usage_etl import aggregate, store
 from usage_etl.pricing import provenance
 from usage_etl.settings import Settings
 from usage_etl.frames import TOKEN_COLUMNS
-from usage_etl.normalize import normalize
+from usage_etl.normalize import QUARANTINE_SCHEMA, normalize
 from usage_etl.pricing.book import PriceBook, price_messages
 from usage_etl.sources import fingerprint
-from usage_etl.sources.postgres import read_arrow, read_window, source_name
+from usage_etl.sources.postgres import RAW_DIGEST, raw_schema, read_arrow, read_window, source_name, window_query, with_digest
+
+
+class AuditFailed(RuntimeError):
+    """A partition's written rows failed an ERROR-severity integrity rule inside the write
+    transaction; it was rolled back, so readers still see the previous rows."""
+
+
+@dataclass(frozen=True)
+class Audit:
+    """Run the partition's integrity rules (`checks.runner.evaluate`) on its rows inside the write
+    transaction, before commit. `materialized_daily`, `thresholds` (a `runner.Thresholds`; None:
+    from the environment) as `evaluate` takes them. An ERROR rule that fails rolls the write back;
+    `raise_on_error` then raises AuditFailed, else the result says `published=False`."""
+
+    materialized_daily: frozenset[str] = frozenset()
+    thresholds: Any = None
+    raise_on_error: bool = True
+
+
+class _Unpublished(Exception):
+    pass
+
+
+def _audit(engine: sa.Engine, conn: sa.Connection, settings: Settings, window: store.Window, audit: Audit, result: PartitionResult) -> None:
+    """Evaluate the rules on `conn` (its uncommitted rows) into `result.audit`; raise _Unpublished
+    when an ERROR rule failed. (Imported here: checks.runner loads Dagster's partition definitions,
+    which callers running without an audit do not need.)"""
+    from usage_etl.checks import runner
+
+    thresholds = audit.thresholds or runner.Thresholds.from_env()
+    key = window.partition_key
+    found = runner.evaluate(engine, settings, window.period_type, [key], materialized_daily=audit.materialized_daily, thresholds=thresholds, connection=conn)
+    result.audit = found[key]
+    failed = runner.failed_errors({window.period_type: found})
+    if failed:
+        raise _Unpublished(f"{window.period_type} {key} not published: " + "; ".join(f"{o.check}: {o.summary}" for _, _, o in failed))
+
+
+@contextmanager
+def _published(result: PartitionResult, audit: Audit | None) -> Iterator[None]:
+    """Around the write transaction: a failed audit leaves `result.published` False (or raises)."""
+    try:
+        yield
+    except _Unpublished as exc:
+        result.published, result.writes = False, {}  # rolled back
+        if audit is None or audit.raise_on_error:
+            raise AuditFailed(str(exc)) from None
 
 
 @dataclass
@@ -41,6 +91,8 @@ class PartitionResult:
     price_book_versions: list[str] = field(default_factory=list)  # of the rows written
     grain_digest: str = ""  # daily only: provenance.frame_digest of the grain rows written
     writes: dict[str, store.WriteStats] = field(default_factory=dict)
+    audit: list = field(default_factory=list)  # checks.rules.CheckOutcome of the rows written (with an Audit)
+    published: bool = True  # False: the audit failed and the write was rolled back
 
     @property
     def rows_written(self) -> int:
@@ -84,13 +136,31 @@ def _write_summaries(
         result.writes[name] = store.upsert_window(conn, table, store.summary_rows(frame, window), window, key)
 
 
-def run_daily(engine: sa.Engine, url: sa.URL, settings: Settings, book: PriceBook, window: store.Window) -> PartitionResult:
+def _bounded(priced: pl.LazyFrame, timezone: str) -> tuple[pl.LazyFrame, pl.DataFrame]:
+    """(messages within the user-day bounds, quarantine rows of the others): see
+    `aggregate.user_day_bounds`."""
+    checked = aggregate.user_day_bounds(priced, timezone).collect()
+    over = checked.filter(pl.col("bound_reason").is_not_null())
+    rejected = over.select(
+        "message_id", "user_id", "created_at", pl.col("bound_reason").alias("reason"), pl.col("bound_detail").alias("detail"), RAW_DIGEST
+    )
+    kept = checked.filter(pl.col("bound_reason").is_null()).drop("bound_reason", "bound_detail")
+    return kept.lazy(), rejected.cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
+
+
+def run_daily(
+    engine: sa.Engine, url: sa.URL, settings: Settings, book: PriceBook, window: store.Window, *, audit: Audit | None = Audit()
+) -> PartitionResult:
     """Materialize one daily window atomically: summaries, by-model and by-dimension rows, both
-    grains and quarantine. The source is read and normalized as `settings.source_config` says."""
+    grains and quarantine. The source is read and normalized as `settings.source_config` says.
+
+    With `audit` (default: on, raising), the integrity rules run on the written rows before commit,
+    and an ERROR rule that fails rolls the write back: the previous rows stay (see `Audit`).
+    """
     src = settings.source_config
     raw = read_window(settings, url, window.start, window.end)
     norm = normalize(raw, src.tokens.semantics, src.status.error_values)
-    priced = price_messages(norm.messages.lazy(), book)
+    priced, over_bounds = _bounded(price_messages(norm.messages.lazy(), book), settings.timezone)
     grain, dim_grain = pl.collect_all(
         [
             aggregate.conversation_day_grain(priced, settings.timezone, book.version),
@@ -98,7 +168,7 @@ def run_daily(engine: sa.Engine, url: sa.URL, settings: Settings, book: PriceBoo
         ]
     )
     user, by_model, by_dim = _summaries(grain, dim_grain)
-    quarantine = norm.quarantine.with_columns(
+    quarantine = pl.concat([norm.quarantine, over_bounds]).with_columns(
         source=pl.lit(source_name(settings)), partition_key=pl.lit(window.partition_key)
     )
     result = PartitionResult(window.partition_key, raw_rows=raw.height, rejected_rows=quarantine.height)
@@ -109,7 +179,7 @@ def run_daily(engine: sa.Engine, url: sa.URL, settings: Settings, book: PriceBoo
         priced.filter(~pl.col("priced")).select(pl.col("model").fill_null("(unknown)").unique()).collect().to_series().to_list()
     )
     d0, d1 = window.days
-    with engine.begin() as conn:
+    with _published(result, audit), engine.begin() as conn:
         store.lock_partition(conn, settings.schema, window)
         g = store.reflect(conn, settings.schema, store.GRAIN_TABLE)
         store.replace_rows(conn, g, grain, (g.c.day >= d0) & (g.c.day < d1))
@@ -118,19 +188,45 @@ def run_daily(engine: sa.Engine, url: sa.URL, settings: Settings, book: PriceBoo
         q = store.reflect(conn, settings.schema, store.QUARANTINE_TABLE)
         store.replace_rows(conn, q, quarantine, (q.c.source == source_name(settings)) & (q.c.partition_key == window.partition_key))
         _write_summaries(conn, settings.schema, window, user, by_model, by_dim, result)
+        if audit is not None:
+            _audit(engine, conn, settings, window, audit, result)
     return result
 
 
 def quarantine_unpartitioned(engine: sa.Engine, url: sa.URL, settings: Settings) -> int:
-    """Quarantine source rows whose created_at is NULL (they fall in no window). Returns their count."""
+    """Quarantine source rows whose created_at is NULL (they fall in no window), incrementally.
+
+    Only rows whose `raw_digest` is not in the quarantine yet are read and normalized; quarantine
+    rows whose raw row is gone (deleted, or given a created_at since) are deleted. Both are set
+    operations on the server, so a nightly run costs one scan of the NULL rows' values, not a read
+    and rewrite of all of them. Returns the number of such rows now quarantined.
+    """
     src = settings.source_config
-    raw = read_window(settings, url, None, None)
-    bad = normalize(raw, src.tokens.semantics, src.status.error_values).quarantine.with_columns(source=pl.lit(source_name(settings)), partition_key=pl.lit(None, pl.String))
-    with engine.begin() as conn:
-        q = store.reflect(conn, settings.schema, store.QUARANTINE_TABLE)
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended("usage_etl:unpartitioned", 0))))
-        store.replace_rows(conn, q, bad, (q.c.source == source_name(settings)) & q.c.partition_key.is_(None))
-    return bad.height
+    name = source_name(settings)
+    lock = sa.func.hashtextextended(f"usage_etl:{settings.schema}:unpartitioned:{name}", 0)
+    with engine.connect() as conn:
+        # A session lock: the new rows are read over ADBC (another session) between two transactions.
+        conn.execute(sa.select(sa.func.pg_advisory_lock(lock)))
+        try:
+            q = store.reflect(conn, settings.schema, store.QUARANTINE_TABLE)
+            mine = (q.c.source == name) & q.c.partition_key.is_(None)
+            rows = with_digest(window_query(settings, None, None)).subquery("rows")
+            conn.execute(sa.delete(q).where(mine, q.c.raw_digest.is_(None) | q.c.raw_digest.not_in(sa.select(rows.c.raw_digest))))
+            conn.commit()
+            known = sa.select(q.c.raw_digest).where(mine)  # never null after the delete
+            raw = read_arrow(url, sa.select(rows).where(rows.c.raw_digest.not_in(known)), {**raw_schema(src), RAW_DIGEST: pl.Int64()})
+            bad = normalize(raw, src.tokens.semantics, src.status.error_values).quarantine
+            bad = bad.with_columns(source=pl.lit(name), partition_key=pl.lit(None, pl.String))
+            if bad.height:
+                store.copy_frame(conn, store.quote_table(q), bad.select([c.name for c in q.columns]))
+            total = conn.execute(sa.select(sa.func.count()).select_from(q).where(mine)).scalar_one()
+            conn.commit()
+            return total
+        finally:
+            if not conn.invalidated:
+                conn.rollback()
+                conn.execute(sa.select(sa.func.pg_advisory_unlock(lock)))
+                conn.commit()
 
 
 def read_grain(engine: sa.Engine, url: sa.URL, schema: str, window: store.Window) -> pl.DataFrame:
@@ -155,22 +251,32 @@ def read_breakdown_grain(engine: sa.Engine, url: sa.URL, schema: str, window: st
     return read_arrow(url, stmt, aggregate.BREAKDOWN_GRAIN_SCHEMA)
 
 
-def run_rollup(engine: sa.Engine, url: sa.URL, settings: Settings, window: store.Window) -> PartitionResult:
-    """Materialize a weekly or monthly window from the conversation-day grains (no raw rescan)."""
-    grain = read_grain(engine, url, settings.schema, window)
-    dim_grain = read_breakdown_grain(engine, url, settings.schema, window, settings.source_config.dimensions)
-    user, by_model, by_dim = _summaries(grain, dim_grain)
+def run_rollup(engine: sa.Engine, url: sa.URL, settings: Settings, window: store.Window, *, audit: Audit | None = Audit()) -> PartitionResult:
+    """Materialize a weekly or monthly window from the conversation-day grains (no raw rescan).
+
+    The grain is read while this transaction holds the partition lock and shared locks on the
+    window's days (`store.lock_days_shared`), so no daily run can change those days between the
+    read and the commit. With `audit`, as in `run_daily`.
+    """
     result = PartitionResult(window.partition_key)
-    _fill_result(result, user)
-    unpriced = by_model.filter(pl.col("unpriced_message_count") > 0)["model"].unique().sort()
-    result.unpriced_models = unpriced.to_list()
-    with engine.begin() as conn:
+    with _published(result, audit), engine.begin() as conn:
         store.lock_partition(conn, settings.schema, window)
+        store.lock_days_shared(conn, settings.schema, window)
+        grain = read_grain(engine, url, settings.schema, window)
+        dim_grain = read_breakdown_grain(engine, url, settings.schema, window, settings.source_config.dimensions)
+        user, by_model, by_dim = _summaries(grain, dim_grain)
+        _fill_result(result, user)
+        unpriced = by_model.filter(pl.col("unpriced_message_count") > 0)["model"].unique().sort()
+        result.unpriced_models = unpriced.to_list()
         _write_summaries(conn, settings.schema, window, user, by_model, by_dim, result)
+        if audit is not None:
+            _audit(engine, conn, settings, window, audit, result)
     return result
 
 
-def materialize_day(engine: sa.Engine, url: sa.URL, settings: Settings, book: PriceBook, window: store.Window) -> PartitionResult:
+def materialize_day(
+    engine: sa.Engine, url: sa.URL, settings: Settings, book: PriceBook, window: store.Window, *, audit: Audit | None = Audit()
+) -> PartitionResult:
     """`run_daily`, recording the raw window's fingerprint as of just before the read.
 
     Two runs of one day serialize on a session advisory lock around fingerprint, run and record, so
@@ -183,8 +289,9 @@ def materialize_day(engine: sa.Engine, url: sa.URL, settings: Settings, book: Pr
         try:
             fp = fingerprint.current_fingerprints(conn, settings, day, day + timedelta(days=1))
             conn.commit()
-            result = run_daily(engine, url, settings, book, window)
-            fingerprint.record(conn, settings, day, fp)
+            result = run_daily(engine, url, settings, book, window, audit=audit)
+            if result.published:  # else the day stays "changed since materialized"
+                fingerprint.record(conn, settings, day, fp)
             conn.commit()
         finally:
             if not conn.invalidated:  # a lost connection has released its session lock already

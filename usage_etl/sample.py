@@ -29,6 +29,7 @@ import numpy as np
 import polars as pl
 import sqlalchemy as sa
 
+from usage_etl.db import execute_ddl, quote, quote_table
 from usage_etl.settings import Settings
 from usage_etl.migrations import read_sql
 
@@ -185,9 +186,8 @@ def generate_frame(spec: SampleSpec, timezone: str = "UTC") -> pl.DataFrame:
 def ensure_source_table(engine: sa.Engine, settings: Settings) -> None:
     """Create the default source table and its recommended indexes if missing."""
     with engine.begin() as conn:
-        prep = conn.dialect.identifier_preparer
         conn.execute(sa.schema.CreateSchema(settings.source_schema, if_not_exists=True))
-        conn.execute(sa.text(f"SET LOCAL search_path TO {prep.quote_schema(settings.source_schema)}"))
+        execute_ddl(conn, f"SET LOCAL search_path TO {quote(settings.source_schema)}")
         conn.execute(sa.text(read_sql("source_chat_messages.sql")))
         conn.execute(sa.text(read_sql("recommended_source_indexes.sql")))
 
@@ -197,8 +197,8 @@ def write(engine: sa.Engine, settings: Settings, frame: pl.DataFrame, chunk_rows
     ensure_source_table(engine, settings)
     table = sa.table(settings.source_table, schema=settings.source_schema)
     with engine.begin() as conn:
-        target = conn.dialect.identifier_preparer.format_table(table)
-        cols = ", ".join(conn.dialect.identifier_preparer.quote(c) for c in frame.columns)
+        target = quote_table(table)
+        cols = ", ".join(quote(c) for c in frame.columns)
         with conn.connection.driver_connection.cursor() as cur:
             with cur.copy(f"COPY {target} ({cols}) FROM STDIN (FORMAT csv, HEADER false)") as cp:
                 for chunk in frame.iter_slices(chunk_rows):

@@ -36,10 +36,10 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import cronsim
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
-from usage_etl.source_config import SourceConfig, SourceConfigError, load_source_config
+from usage_etl.source_config import SourceConfig, SourceConfigError, identifier_problem, load_source_config
 
 PREFIX = "USAGE_ETL_"
 DEFAULT_MAX_UNPRICED_SHARE = 0.001  # 0.1% of messages
@@ -196,6 +196,15 @@ class Settings(_EnvModel):
     @classmethod
     def _blank_url(cls, v: Any) -> Any:
         return v or None
+
+    @field_validator("schema", "source_schema", "source_table")
+    @classmethod
+    def _name(cls, v: str, info: ValidationInfo) -> str:
+        # %, :, quotes, spaces and uppercase are fine (SQLAlchemy quotes every identifier); what
+        # PostgreSQL cannot keep is refused here, naming the setting.
+        if problem := identifier_problem(v):
+            raise ValueError(f"{cls.variable(info.field_name)}: the name {v[:80]!r} {problem}")
+        return v
 
     @field_validator("timezone")
     @classmethod

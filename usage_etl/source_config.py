@@ -90,6 +90,29 @@ DEFAULT_ERROR_VALUES = ("error", "failed", "failure", "cancelled", "canceled", "
 _DIMENSION_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
+# PostgreSQL cuts longer names to 63 bytes without an error: a 64-byte table name would name another table.
+MAX_IDENTIFIER_BYTES = 63
+
+
+def identifier_problem(name: str) -> str | None:
+    """Why `name` cannot be a PostgreSQL table, schema or column name, or None if it can. Any other
+    character (%, :, quotes, spaces, uppercase) is fine: SQLAlchemy quotes every identifier."""
+    if not name:
+        return "is empty"
+    if "\x00" in name:
+        return "contains a NUL character"
+    size = len(name.encode())
+    if size > MAX_IDENTIFIER_BYTES:
+        return f"is {size} bytes; PostgreSQL names are at most {MAX_IDENTIFIER_BYTES} bytes"
+    return None
+
+
+def _identifier(name: str | None) -> str | None:
+    if name is not None and (problem := identifier_problem(name)):
+        raise ValueError(f"name {name[:80]!r} {problem}")
+    return name
+
+
 class SourceConfigError(ValueError):
     """The source configuration is malformed; the message names the file and the bad key."""
 
@@ -125,6 +148,7 @@ class FieldRef(_Model):
             raise ValueError("path applies to a json column, not to a constant value")
         if self.column is not None and not self.column:
             raise ValueError("column name is empty")
+        _identifier(self.column)
         if any(not k for k in self.path):
             raise ValueError("path has an empty key")
         return self
@@ -156,10 +180,20 @@ class Table(_Model):
     schema_: str = Field("public", alias="schema", min_length=1)
     table: str = Field("chat_messages", min_length=1)
 
+    @field_validator("schema_", "table")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _identifier(v)  # type: ignore[return-value]
+
 
 class Columns(_Model):
     id: str  # unique message/request id (any type)
     time: str  # timestamptz event time: drives partitioning
+
+    @field_validator("id", "time")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _identifier(v)  # type: ignore[return-value]
     user: FieldRef
     conversation: FieldRef | None = None
     agent: FieldRef | None = None

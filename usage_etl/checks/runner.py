@@ -8,12 +8,15 @@ connection costs ~0.1 s to open, more than all these queries together.
 
 The expected figures of the reconciliation come from an independent path: SQL over the raw
 source (the same window SELECT as the pipeline, `sources.postgres.window_query`) that applies the
-provider token semantics itself, server side, and drops the message ids of the partition's
-quarantine rows. It shares no Polars code with the summaries it checks.
+provider token semantics itself, server side, and drops the partition's quarantined rows (matched
+by `raw_digest`, so another copy of a quarantined id still counts). It shares no Polars code with
+the summaries it checks. `evaluate(..., connection=)` also runs inside a write transaction: the
+pipeline audits a partition's rows there before it commits them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -26,14 +29,14 @@ from usage_etl.checks import rules as checks
 from usage_etl.checks.rules import CheckOutcome
 from usage_etl.settings import Settings, Thresholds
 from usage_etl.sources.postgres import source_name
-from usage_etl.frames import MAX_TOKENS_PER_FIELD
-from usage_etl.sources.postgres import TOKEN_SLOTS, source_table, window_query
+from usage_etl.frames import MAX_TOKENS_PER_FIELD, WHITESPACE
+from usage_etl.sources.postgres import TOKEN_SLOTS, raw_digest, source_table, window_query
 
 # Rows whose token fields are not all integer literals were quarantined by the pipeline; testing
 # them again here (one pattern over all fields of the row) keeps this query from failing on a day
 # the pipeline has not processed, and leaves such rows out of the expected figures.
 # A whole number may read as "120.00" (a numeric column as text); no field at all is an empty list.
-_INT = r"\s*-?[0-9]{1,18}(\.0*)?\s*"
+_INT = r"[ \t\n\r]*-?[0-9]{1,18}(\.0*)?[ \t\n\r]*"  # ASCII only, as normalize
 _ALL_INTEGERS = rf"^({_INT}(,{_INT})*)?$"
 _DAY_FORMAT = "YYYY-MM-DD"  # = the daily partition key format
 
@@ -47,9 +50,10 @@ Bound = datetime | sa.BindParameter  # a value, or a bind parameter of a stateme
 
 
 def expected_query(settings: Settings, start: Bound, end: Bound, first_day: str | sa.BindParameter, end_day: str | sa.BindParameter) -> sa.Select:
-    """Per (day, user) over raw rows with start <= created_at < end, minus the message ids
-    quarantined for days in [first_day, end_day) (ISO dates, the same window): day (text
-    partition key), user_id, message_count and the token sums of `checks.RECONCILED`.
+    """Per (day, user) over raw rows with start <= created_at < end, minus the rows quarantined
+    for days in [first_day, end_day) (ISO dates, the same window; matched by raw digest): day (text
+    partition key), user_id (trimmed like normalize does), message_count and the token sums of
+    `checks.RECONCILED`.
 
     Token semantics (docs/architecture.md, "Canonical frame"), written in SQL: OpenAI chat (prompt/completion present) ->
     input = prompt - cached, cache_read = cached, output = completion, reasoning from its details;
@@ -59,22 +63,27 @@ def expected_query(settings: Settings, start: Bound, end: Bound, first_day: str 
     fields = [f for f in TOKEN_SLOTS if f != "u_cache_creation_1h_input_tokens"]  # the 1h part is inside cache_creation
     semantics = settings.source_config.tokens.semantics
     w = window_query(settings, start, end).subquery("w")
-    q = sa.table(store.QUARANTINE_TABLE, sa.column("source"), sa.column("partition_key"), sa.column("message_id"), schema=settings.schema)
-    # NOT IN over a small subquery runs as one hashed lookup; a correlated NOT EXISTS was planned as
-    # an index probe per raw row. NULL ids are left out, or NOT IN would match nothing.
-    quarantined = w.c.message_id.in_(
-        sa.select(q.c.message_id).where(
-            q.c.source == source_name(settings),
-            q.c.partition_key >= first_day,
-            q.c.partition_key < end_day,
-            q.c.message_id.is_not(None),
-        )
+    q = sa.table(
+        store.QUARANTINE_TABLE, sa.column("source"), sa.column("partition_key"), sa.column("message_id"), sa.column("raw_digest"), schema=settings.schema
     )
+    in_window = sa.and_(q.c.source == source_name(settings), q.c.partition_key >= first_day, q.c.partition_key < end_day)
+    # A quarantined row is found by its raw_digest, so of two copies of one message id only the bad
+    # one is left out. The digest is computed only for rows whose id is quarantined (or null): the
+    # NOT IN lookups run hashed over the small quarantine; NULL ids are left out of them, or NOT IN
+    # would match nothing. Rows quarantined before raw_digest existed are matched by id.
+    quarantined_ids = sa.select(q.c.message_id).where(in_window, q.c.message_id.is_not(None))
+    digests = sa.select(q.c.raw_digest).where(in_window, q.c.raw_digest.is_not(None))
+    legacy_ids = quarantined_ids.where(q.c.raw_digest.is_(None))
+    quarantined = sa.or_(
+        w.c.message_id.in_(legacy_ids),
+        sa.case((sa.or_(w.c.message_id.is_(None), w.c.message_id.in_(quarantined_ids)), raw_digest(w).in_(digests)), else_=False),
+    )
+    user = sa.func.btrim(w.c.user_id, WHITESPACE)  # as normalize trims it
     # OFFSET 0 fences: without them PostgreSQL inlines the subqueries and extracts each JSON field,
     # tests the pattern and casts again in every expression that uses it (about 3x the CPU per row:
     # 5M rows took 38 s, with its sort of wide rows spilling to disk, against ~10 s fenced).
     raw = (
-        sa.select(_local_date(settings, w.c.created_at).label("day"), w.c.user_id, *[w.c[f] for f in fields])
+        sa.select(_local_date(settings, w.c.created_at).label("day"), user.label("user_id"), *[w.c[f] for f in fields])
         .where(~quarantined)
         .offset(0)
         .subquery("raw")
@@ -241,11 +250,13 @@ def evaluate(
     materialized_daily: Iterable[str] = (),
     thresholds: Thresholds = Thresholds(),
     now: datetime | None = None,
+    connection: sa.Connection | None = None,
 ) -> dict[str, list[CheckOutcome]]:
     """Evaluate `checks.rules_for(period_type)` on each partition key; outcomes in RULES order.
 
     `materialized_daily`: daily partition keys known to be materialized (completeness); `now`:
-    the time that decides the latest complete day (default: now).
+    the time that decides the latest complete day (default: now). `connection`: read over it (e.g.
+    inside the write transaction, to check rows before they are committed) instead of the engine's pool.
     """
     if not keys:
         return {}
@@ -254,7 +265,7 @@ def evaluate(
         "start": min(w.start for w in wins), "end": max(w.end for w in wins),
         "first_day": wf["d0"].min(), "end_day": wf["d1"].max(),
     }
-    with engine.connect() as conn:
+    with contextlib.nullcontext(connection) if connection is not None else engine.connect() as conn:
         found = {
             name: _assign(_read(conn, stmt, schema, params), wf, by_day="day" in schema)
             for name, (stmt, schema) in _statements(settings, period_type).items()

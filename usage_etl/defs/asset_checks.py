@@ -34,6 +34,7 @@ import dagster as dg
 import polars as pl
 import sqlalchemy as sa
 
+from usage_etl import pipeline
 from usage_etl.checks import runner as check_runner
 from usage_etl.checks import rules as checks
 from usage_etl.defs.dagster_internals import AssetCheckEvaluationTargetMaterializationData, PartitionKeyFilter
@@ -140,11 +141,24 @@ class PendingChecks:
         self._engine, self._settings = engine, settings
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage_etl_checks")
 
-    def submit(self, key: str) -> None:
-        """Start evaluating the rules on partition `key`, which is written."""
+    def audit(self) -> pipeline.Audit | None:
+        """How the pipeline evaluates the rules inside each partition's write transaction (None when
+        the check is not selected); a failure is reported by this check rather than raised."""
+        if not self.selected:
+            return None
+        return pipeline.Audit(frozenset(self._materialized), self._thresholds, raise_on_error=False)
+
+    def submit(self, key: str, result: pipeline.PartitionResult | None = None) -> None:
+        """Start evaluating the rules on partition `key`, which is written; a `result` whose audit
+        already evaluated them (inside its write transaction) is reported as it is."""
         if not self.selected:
             return
         self.keys.append(key)
+        if result is not None and result.audit:
+            done: Future = Future()
+            done.set_result({key: result.audit})
+            self._futures.append(done)
+            return
         self._futures.append(self._pool.submit(
             check_runner.evaluate, self._engine, self._settings, self.period_type, [key],
             materialized_daily=self._materialized, thresholds=self._thresholds,

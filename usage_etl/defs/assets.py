@@ -40,6 +40,8 @@ def _figures(r: pipeline.PartitionResult) -> dict:
     if r.unpriced_models:
         md["unpriced_models"] = dg.MetadataValue.json(r.unpriced_models)
     md["price_book_versions"] = dg.MetadataValue.json(r.price_book_versions)
+    if not r.published:  # an ERROR rule failed before commit: readers still see the previous rows
+        md["unpublished"] = True
     if r.grain_digest:
         md["raw_rows"] = r.raw_rows
         md["grain_digest"] = r.grain_digest
@@ -62,10 +64,10 @@ def _run_each(
     period_type: str,
     step: Callable[[str], pipeline.PartitionResult],
     workers: int,
-    on_done: Callable[[str], None],
+    on_done: Callable[[str, pipeline.PartitionResult], None],
 ) -> list[pipeline.PartitionResult]:
-    """Run `step` on each partition key of the run, `workers` at a time, and call `on_done(key)`
-    in key order as each finishes (the integrity checks start there).
+    """Run `step` on each partition key of the run, `workers` at a time, and call `on_done(key,
+    result)` in key order as each finishes (the integrity checks are reported there).
 
     Partitions are independent (own window, own transaction and lock), so several can run at once:
     while one waits on PostgreSQL, another's Polars work (which releases the GIL) goes on. Memory is
@@ -87,7 +89,7 @@ def _run_each(
         for i, (key, future) in enumerate(zip(keys, futures), 1):
             r = future.result()
             results.append(r)
-            on_done(key)
+            on_done(key, r)
             context.log.info(
                 f"{period_type} {key} ({i}/{len(keys)}): {r.users} users, {r.messages} messages, "
                 f"{r.rejected_rows} rejected, {r.rows_written} rows written"
@@ -132,14 +134,16 @@ def build_assets(
         and quarantined raw rows of the day. Checks the source mapping first; the integrity checks
         of each partition run in the same step, after the write."""
         engine, url = db.engine, db.url()
-        # A mapping error stops the run before any partition is written, and is not retried.
+        # A structural mapping error stops the run before any partition is written, and is not
+        # retried; what the latest rows' content suggests is only a warning (bad rows are quarantined).
         with db_errors.classified(f"source mapping check of {pipeline.source_name(settings)}"):
-            check_source(engine, settings)
+            for warning in check_source(engine, settings, content=False):
+                context.log.warning(f"source mapping: {warning}")
         pending = asset_checks.start(context, engine, settings, "daily", context.asset_key)
         results = _run_each(
             context,
             "daily",
-            lambda key: pipeline.materialize_day(engine, url, settings, book, partitions.window(PARTITIONS["daily"], "daily", key)),
+            lambda key: pipeline.materialize_day(engine, url, settings, book, partitions.window(PARTITIONS["daily"], "daily", key), audit=pending.audit()),
             auto.partition_workers,
             pending.submit,
         )
@@ -176,7 +180,7 @@ def build_assets(
             results = _run_each(
                 context,
                 period_type,
-                lambda key: pipeline.run_rollup(engine, url, settings, partitions.window(PARTITIONS[period_type], period_type, key)),
+                lambda key: pipeline.run_rollup(engine, url, settings, partitions.window(PARTITIONS[period_type], period_type, key), audit=pending.audit()),
                 auto.partition_workers,
                 pending.submit,
             )

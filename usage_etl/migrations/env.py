@@ -2,11 +2,11 @@
 # transaction, with search_path set so the sql/ files can use unqualified names.
 from alembic import context
 
+from usage_etl.db import execute_ddl, quote
+
 connection = context.config.attributes["connection"]
 schema = context.config.attributes["schema"]
-quoted = connection.dialect.identifier_preparer.quote_schema(schema)
-# exec_driver_sql: the dialect doubles % in quoted names for the driver, which text() would not undo.
-connection.exec_driver_sql(f"SET LOCAL search_path TO {quoted}, public")
+execute_ddl(connection, f"SET LOCAL search_path TO {quote(schema)}, public")  # "%" or ":" in the name: sent as it is
 context.configure(
     connection=connection,
     version_table="usage_etl_alembic_version",

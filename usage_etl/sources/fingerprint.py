@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from usage_etl.migrations import read_sql
+from usage_etl.db import quote, quote_table
 from usage_etl.settings import Settings
 from usage_etl.sources.postgres import source_name
 
@@ -32,13 +33,16 @@ FINGERPRINT_SCHEMA: dict[str, pl.DataType] = {  # in the order of sql/raw_window
 
 
 def _fingerprint_sql(conn: sa.Connection, settings: Settings) -> sa.TextClause:
-    prep = conn.dialect.identifier_preparer
+    def name(quoted: str) -> str:
+        # sa.text doubles "%" itself; a ":" inside a quoted name must not read as a bind parameter.
+        return quoted.replace(":", "\\:")
+
     c = settings.source_columns
     return sa.text(
         read_sql("raw_window_fingerprints.sql").format(
-            source=prep.format_table(sa.table(settings.source_table, schema=settings.source_schema)),
-            id=prep.quote(c.id),
-            created_at=prep.quote(c.created_at),
+            source=name(quote_table(sa.table(settings.source_table, schema=settings.source_schema))),
+            id=name(quote(c.id)),
+            created_at=name(quote(c.created_at)),
         )
     )
 

@@ -161,11 +161,14 @@ def _sample_problems(conn: sa.Connection, settings: Settings, where: str, sample
     return problems
 
 
-def check_source(engine: sa.Engine, settings: Settings, sample_rows: int = SAMPLE_ROWS) -> None:
+def check_source(engine: sa.Engine, settings: Settings, sample_rows: int = SAMPLE_ROWS, *, content: bool = True) -> list[str]:
     """Raise MappingError (one message, every problem) unless the mapping fits the source table.
 
     Reads the catalog and the `sample_rows` most recent rows (by the time column); cheap with the
-    recommended index on the time column.
+    recommended index on the time column. With `content=False` only the catalog (tables, columns,
+    types) can fail: what the sample shows is returned as warnings instead, since rows whose
+    content is bad (a day where no row has a usage object) are quarantined, not a reason to stop.
+    Returns those warnings (empty with `content=True`).
     """
     src = settings.source_config
     where = f"{src.schema_name}.{src.table}"
@@ -176,6 +179,9 @@ def check_source(engine: sa.Engine, settings: Settings, sample_rows: int = SAMPL
         problems = _catalog_problems(src, cols, where)
         if not problems:
             problems = _sample_problems(conn, settings, where, sample_rows)
+            if not content:
+                return problems
     if problems:
         head = f"source mapping does not fit {where} ({len(problems)} problem{'s' if len(problems) > 1 else ''}):"
         raise MappingError("\n  - ".join([head, *problems]))
+    return []

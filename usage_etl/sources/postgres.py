@@ -136,9 +136,41 @@ def window_query(settings: Settings, start: datetime | None, end: datetime | Non
     return query.where(ts >= start, ts < end)
 
 
+# $1, $2, … placeholders (what libpq and so ADBC bind); unlike the default "pyformat" paramstyle it
+# does not double a % inside quoted identifiers.
+_ADBC_DIALECT = postgresql.dialect(paramstyle="numeric_dollar")
+
+
+def compile_bound(stmt: sa.ClauseElement) -> tuple[str, list]:
+    """Render a statement for ADBC: (SQL with $n placeholders, their values in order).
+    Identifiers are quoted by SQLAlchemy; no value is rendered into the SQL text."""
+    compiled = stmt.compile(dialect=_ADBC_DIALECT, compile_kwargs={"render_postcompile": True})  # IN lists: one $n each
+    params = compiled.construct_params()
+    return str(compiled), [params[k] for k in compiled.positiontup or ()]
+
+
 def compile_sql(stmt: sa.ClauseElement) -> str:
-    """Render a statement for ADBC: identifiers quoted by SQLAlchemy, values as literals."""
+    """Render a statement with its values as literals: for EXPLAIN output and benchmarks over
+    their own generated settings only; the pipeline binds values (`compile_bound`)."""
     return str(stmt.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+
+
+RAW_DIGEST = "raw_digest"
+
+
+def raw_digest(w: sa.Subquery) -> sa.ColumnElement:
+    """A 64-bit hash (Int64) of one raw window row: `hashtextextended` of its values as a row text,
+    the time as epoch seconds (independent of the session time zone). Identical rows share it; it
+    tells the copies of one message id apart when some are quarantined and others not."""
+    values = [sa.func.extract("epoch", c) if c.name == "created_at" else c for c in w.c if c.name != RAW_DIGEST]
+    return sa.func.hashtextextended(sa.cast(sa.tuple_(*values), sa.Text), 0)
+
+
+def with_digest(query: sa.Select) -> sa.Select:
+    """`query` (a window SELECT) plus a `raw_digest` column; OFFSET 0 keeps PostgreSQL from
+    extracting every field a second time inside the hash."""
+    w = query.offset(0).subquery("w")
+    return sa.select(w, raw_digest(w).label(RAW_DIGEST))
 
 
 def libpq_uri(url: sa.URL) -> str:
@@ -148,8 +180,9 @@ def libpq_uri(url: sa.URL) -> str:
 
 def read_arrow(url: sa.URL, stmt: sa.ClauseElement, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     """Run one SELECT over ADBC and return it as a Polars frame cast to `schema`."""
+    sql, params = compile_bound(stmt)
     with adbc.connect(libpq_uri(url)) as conn, conn.cursor() as cur:
-        cur.execute(compile_sql(stmt))
+        cur.execute(sql, params or None)
         table = cur.fetch_arrow_table()
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
@@ -159,5 +192,7 @@ def read_arrow(url: sa.URL, stmt: sa.ClauseElement, schema: dict[str, pl.DataTyp
 
 
 def read_window(settings: Settings, url: sa.URL, start: datetime | None, end: datetime | None) -> pl.DataFrame:
-    """Raw rows of one window (`raw_schema(settings.source_config)`); see `window_query`."""
-    return read_arrow(url, window_query(settings, start, end), raw_schema(settings.source_config))
+    """Raw rows of one window (`raw_schema(settings.source_config)` plus `raw_digest`, Int64); see
+    `window_query` and `raw_digest`."""
+    schema = {**raw_schema(settings.source_config), RAW_DIGEST: pl.Int64()}
+    return read_arrow(url, with_digest(window_query(settings, start, end)), schema)
