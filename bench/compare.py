@@ -289,7 +289,7 @@ class Baselines:
         import adbc_driver_postgresql.dbapi as adbc
 
         from usage_etl.settings import Settings
-        from usage_etl.sources.postgres import compile_sql, libpq_uri, window_query
+        from usage_etl.sources.postgres import compile_bound, libpq_uri, window_query
 
         settings = Settings(source_schema=self.ds.schema)
 
@@ -298,7 +298,7 @@ class Baselines:
                 day = self.first
                 while day <= self.last:
                     w = _window(day, day + timedelta(days=1))
-                    cur.execute(compile_sql(window_query(settings, w["start"], w["end"])))
+                    cur.execute(*compile_bound(window_query(settings, w["start"], w["end"])))
                     for _ in cur.fetch_record_batch():
                         pass
                     day += timedelta(days=1)
@@ -310,17 +310,20 @@ class Baselines:
         turned off for the session (as if the index were missing): server execution seconds each
         (EXPLAIN ANALYZE runs the whole query, projection included, and ships no rows)."""
         from usage_etl.settings import Settings
-        from usage_etl.sources.postgres import compile_sql, window_query
+        from sqlalchemy.dialects import postgresql
+
+        from usage_etl.sources.postgres import window_query
 
         day = self.first + timedelta(days=(self.last - self.first).days // 2)
         w = _window(day, day + timedelta(days=1))
-        stmt = sa.text("EXPLAIN (ANALYZE, FORMAT JSON) " + compile_sql(window_query(Settings(source_schema=self.ds.schema), w["start"], w["end"])))
+        compiled = window_query(Settings(source_schema=self.ds.schema), w["start"], w["end"]).compile(dialect=postgresql.dialect())
+        explain = "EXPLAIN (ANALYZE, FORMAT JSON) " + str(compiled)  # values stay bound parameters
         out = {}
         for label, off in (("with_index_s", False), ("without_index_s", True)):
             with self.engine.connect() as conn:
                 if off:
                     conn.execute(sa.text("SET enable_indexscan = off; SET enable_bitmapscan = off"))
-                out[label] = conn.execute(stmt).scalar_one()[0]["Execution Time"] / 1000
+                out[label] = conn.exec_driver_sql(explain, compiled.params).scalar_one()[0]["Execution Time"] / 1000
         return out
 
     def differences(self, other: str) -> dict[str, int]:

@@ -149,12 +149,6 @@ def compile_bound(stmt: sa.ClauseElement) -> tuple[str, list]:
     return str(compiled), [params[k] for k in compiled.positiontup or ()]
 
 
-def compile_sql(stmt: sa.ClauseElement) -> str:
-    """Render a statement with its values as literals: for EXPLAIN output and benchmarks over
-    their own generated settings only; the pipeline binds values (`compile_bound`)."""
-    return str(stmt.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
-
-
 RAW_DIGEST = "raw_digest"
 
 
