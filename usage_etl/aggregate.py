@@ -11,17 +11,10 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from usage_etl.frames import DIMENSION_PREFIX, MAX_COST_PICO_PER_USER_DAY, MAX_PAID_MICRO_PER_USER_DAY
+from usage_etl.frames import DIMENSION_PREFIX, TOKEN_COLUMNS, MAX_COST_PICO_PER_USER_DAY, MAX_PAID_MICRO_PER_USER_DAY
 
 GRAIN_KEYS = ["user_id", "day", "conversation_id", "agent_id", "model"]
-TOKEN_SUMS = [
-    "input_tokens",
-    "cache_creation_input_tokens",
-    "cache_creation_1h_input_tokens",
-    "cache_read_input_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-]
+TOKEN_SUMS = TOKEN_COLUMNS  # every canonical token column is summed
 COUNT_SUMS = ["message_count", "error_count", "unpriced_message_count", "cost_pico_usd"]
 
 # Conversation-day grain: GRAIN_KEYS (day = Date in the business timezone), TOKEN_SUMS (tokens),

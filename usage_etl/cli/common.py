@@ -100,6 +100,11 @@ def describe_db_error(exc: BaseException, url, timeout: int) -> str:
     return f"cannot connect to {where}: {text}" if connecting else f"database error at {where}: {text}"
 
 
+def granularity_option(help: str):
+    """--granularity daily|weekly|monthly|all (default all) of the commands over partition ranges."""
+    return click.option("--granularity", type=click.Choice(["daily", "weekly", "monthly", "all"]), default="all", show_default=True, help=help)
+
+
 def day_range_options(fn):
     """--start/--end options of the commands that work on a range of daily partitions."""
     fn = click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last day, inclusive [default: yesterday].")(fn)

@@ -13,13 +13,7 @@ from usage_etl.cli import common
 
 @click.command()
 @common.day_range_options
-@click.option(
-    "--granularity",
-    type=click.Choice(["daily", "weekly", "monthly", "all"]),
-    default="all",
-    show_default=True,
-    help="Which assets; 'all' runs days first, then the weeks and months over them.",
-)
+@common.granularity_option("Which assets; 'all' runs days first, then the weeks and months over them.")
 @click.option(
     "--batch-size",
     type=click.IntRange(min=0),
@@ -141,13 +135,7 @@ def _overlaps(pdef, key: str, days: list[date]) -> bool:
 
 @click.command()
 @common.day_range_options
-@click.option(
-    "--granularity",
-    type=click.Choice(["daily", "weekly", "monthly", "all"]),
-    default="all",
-    show_default=True,
-    help="Which assets' partitions to check; 'all' checks the days, weeks and months overlapping the range.",
-)
+@common.granularity_option("Which assets' partitions to check; 'all' checks the days, weeks and months overlapping the range.")
 def check(start: datetime | None, end: datetime | None, granularity: str) -> None:
     """Run the data-integrity checks (the assets' checks) on the partitions overlapping a range.
 
