@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import datetime
+from datetime import date, datetime
 
 import click
 
@@ -37,7 +37,9 @@ def backfill(start: datetime | None, end: datetime | None, granularity: str, bat
     """Materialize a range of partitions through Dagster; the runs show in the Dagster UI.
 
     Days run first, then the weeks and months over them, each in runs of at most --batch-size
-    contiguous partitions, with a progress line per run and a summary at the end. With a Claude
+    contiguous partitions, with a progress line per run and a summary at the end. A range up to
+    the last complete day also materializes a week or month that started today (no complete day
+    yet: empty, recorded as in progress), so no existing partition is left missing. With a Claude
     Code source, the first run of days lands new transcript lines first. Safe to repeat:
     every partition is replaced, never added to.
     """
@@ -55,8 +57,15 @@ def backfill(start: datetime | None, end: datetime | None, granularity: str, bat
     inst = runs.instance()
     grains = runs.GRANULARITIES if granularity == "all" else [granularity]
     keys = {g: runs.partition_keys(g, first, last) for g in grains}
+    if last == date.fromisoformat(runs.PARTITIONS["daily"].get_last_partition_key()):
+        # up to yesterday: the week or month that started today exists too; materialized (empty,
+        # `complete_days` 0) it shows as in progress instead of missing
+        keys = {g: ks + runs.periods_in_progress(g, last) for g, ks in keys.items()}
     total = sum(len(k) for k in keys.values())
     title = f"usage-etl backfill {first}..{last}"
+    observed = runs.observe_raw(keys.get("daily", []), inst=inst, engine=common.engine(settings)[0], settings=settings)
+    if observed:
+        click.echo(f"observed {observed} days of the raw source (row counts, fingerprints)")
     if submit:
         bid = runs.submit_backfill(keys, inst=inst, tags={"usage_etl/trigger": "cli"}, title=title)
         click.echo(f"submitted backfill {bid}: {total} partitions ({common.counts(keys)}) {first}..{last}")

@@ -9,6 +9,7 @@ backfill); each partition of the range is still read, written and committed on i
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 
 import dagster as dg
 
@@ -151,6 +152,15 @@ def build_assets(
         )
         yield from pending.evaluations()
 
+    def progress(period_type: str, key: str) -> dict:
+        """`days_in_period`, `complete_days` (the period's days that are daily partitions now) and
+        `in_progress` (the period has not ended with the last complete day)."""
+        tw = PARTITIONS[period_type].time_window_for_partition_key(key)
+        total = (tw.end.date() - tw.start.date()).days
+        last = PARTITIONS["daily"].get_last_partition_key()
+        done = 0 if last is None else max(0, min(total, (date.fromisoformat(last) - tw.start.date()).days + 1))
+        return {"days_in_period": total, "complete_days": done, "in_progress": done < total}
+
     def _rollup_asset(period_type: str) -> dg.AssetsDefinition:
         @dg.asset(
             name=f"{period_type}_user_usage",
@@ -180,7 +190,7 @@ def build_assets(
                 auto.partition_workers,
                 pending.submit,
             )
-            yield dg.MaterializeResult(metadata=_record(context, results, lambda k: {"daily_grain_digest": seen[k] or ""}))
+            yield dg.MaterializeResult(metadata=_record(context, results, lambda k: {"daily_grain_digest": seen[k] or "", **progress(period_type, k)}))
             yield from pending.evaluations()
 
         return rollup
