@@ -82,7 +82,7 @@ def main() -> int:
         dev = [str(Path(sys.executable).with_name("dagster")), "dev", "-w", "workspace.yaml", "-p", str(args.port), "-h", "127.0.0.1"]
         log = open(args.log, "wb") if args.log else subprocess.DEVNULL
         server = subprocess.Popen(dev, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                  env={**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning"})
+                                  env={**os.environ, "PYTHONWARNINGS": "ignore:Function `dev_command` is superseded"})
     try:
         wait_for(base + "/server_info", 180)
         backfills = dg.DagsterInstance.get().get_backfills(limit=1)

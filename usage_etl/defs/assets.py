@@ -15,6 +15,7 @@ import dagster as dg
 
 from usage_etl import pipeline
 from usage_etl.defs import asset_checks
+from usage_etl.defs import catalog
 from usage_etl.defs import automation
 from usage_etl.defs import errors as db_errors
 from usage_etl.defs import late_data
@@ -124,6 +125,8 @@ def build_assets(
         freshness_policy=automation.freshness_policy(settings, auto),
         group_name=GROUP,
         kinds={"polars", "postgres"},
+        owners=auto.owners,
+        metadata=catalog.summary_metadata(settings),
         pool="usage_etl_db",
         check_specs=asset_checks.check_specs("daily_user_usage", "daily", PARTITIONS["daily"]),
     )
@@ -172,10 +175,14 @@ def build_assets(
             automation_condition=automation.rollup_condition(),
             group_name=GROUP,
             kinds={"polars", "postgres"},
+            owners=auto.owners,
+            metadata=catalog.summary_metadata(settings),
             pool="usage_etl_db",
             check_specs=asset_checks.check_specs(f"{period_type}_user_usage", period_type, PARTITIONS[period_type]),
-            description=f"Per-user usage for each {period_type.removesuffix('ly')} (period_type='{period_type}'), "
-            "rolled up from the conversation-day grain: exact distinct conversation counts, no raw rescan.",
+            description=f"Per-user usage for each {period_type.removesuffix('ly')} (period_type='{period_type}') in "
+            f"{settings.schema}.{catalog.SUMMARY_TABLE} and its by-model and by-dimension tables, rolled up from the "
+            "conversation-day grain: exact distinct conversation counts, no raw rescan. The period in progress "
+            "covers its complete days so far (`complete_days` of `days_in_period`, `in_progress`).",
         )
         def rollup(context: dg.AssetExecutionContext, db: PostgresResource):
             asset_checks.require_daily_checks_passed(context, daily_user_usage.key)

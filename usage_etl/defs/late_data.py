@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from usage_etl.sources import fingerprint
 from usage_etl.sources.postgres import source_name
 from usage_etl.defs import automation
+from usage_etl.defs import catalog
 from usage_etl.settings import AutomationSettings
 from usage_etl.settings import Settings
 from usage_etl.defs.resources import PostgresResource
@@ -50,7 +51,7 @@ def raw_asset(settings: Settings, partitions_def: dg.PartitionsDefinition, owner
         group_name="usage",
         kinds={"postgres"},
         owners=list(owners),
-        metadata={"dagster/table_name": source_name(settings)},
+        metadata=catalog.raw_metadata(settings),
         description=f"Raw messages in {source_name(settings)}, written by the application; Dagster only observes "
         "them. Each day is observed (raw row count, fingerprint as data version) before a run reads it, and again "
         f"by the `{SENSOR_NAME}` sensor when its rows change after the day was materialized.",
