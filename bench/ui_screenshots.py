@@ -44,7 +44,9 @@ def pages(backfill_id: str | None) -> dict[str, str]:
         "daily_check_detail": "/assets/daily_user_usage?view=checks&checkDetail=integrity",
         "monthly_partitions": "/assets/monthly_user_usage?view=partitions",
         "raw_messages": "/assets/raw_messages",
+        "raw_messages_partitions": "/assets/raw_messages?view=partitions",
         "raw_messages_events": "/assets/raw_messages?view=events",
+        "monthly_events": "/assets/monthly_user_usage?view=events",
         "backfills": "/runs?tab=backfills",
         "sensors": "/automation",
     }

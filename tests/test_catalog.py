@@ -13,6 +13,7 @@ from orchestration_helpers import Location, freeze_time, insert, message, utc
 from usage_etl.checks import rules as checks
 from usage_etl.defs import asset_checks, catalog, late_data, runs
 from usage_etl.defs.dagster_internals import StaleStatus, get_stale_status_resolver
+from usage_etl.defs.resources import PostgresResource
 from usage_etl.settings import AutomationSettings
 from usage_etl.sources import fingerprint
 
@@ -45,7 +46,7 @@ def test_raw_days_are_observed_with_their_row_counts_and_the_days_stay_fresh_unt
         assert seen["2026-11-01"].metadata["fingerprint"].value == now["version"][0]
 
         assert loc.materialize(inst, "daily", days).success
-        resolver = get_stale_status_resolver(inst, [dg.AssetsDefinition(specs=[loc.raw]), *loc.assets])
+        resolver = get_stale_status_resolver(inst, [loc.raw, *loc.assets])
         assert {d: resolver.get_status(DAILY, d) for d in days} == {d: StaleStatus.FRESH for d in days}
 
         # a late row on the 2nd: the late-data sensor observes the day anew, and only it is stale
@@ -53,10 +54,17 @@ def test_raw_days_are_observed_with_their_row_counts_and_the_days_stay_fresh_unt
         found = loc.sense(loc.late_sensor, inst, utc(2026, 11, 4, 9, 30), None)
         assert [(e.partition, e.metadata["rows"].value, e.metadata["rows_at_materialization"].value) for e in found.asset_events] == [("2026-11-02", 2, 1)]
         assert all(isinstance(e, dg.AssetObservation) for e in found.asset_events)
-        resolver = get_stale_status_resolver(inst, [dg.AssetsDefinition(specs=[loc.raw]), *loc.assets])
+        resolver = get_stale_status_resolver(inst, [loc.raw, *loc.assets])
         assert {d: resolver.get_status(DAILY, d) for d in days} == {
             "2026-11-01": StaleStatus.FRESH, "2026-11-02": StaleStatus.STALE, "2026-11-03": StaleStatus.FRESH}
         assert inst.fetch_materializations(late_data.RAW_KEY, limit=1).records == []  # never materialized
+
+        # the UI's "Observe" of one day records the same observation as the commands do
+        job = dg.define_asset_job("observe", selection=[loc.raw])
+        defs = dg.Definitions(assets=[loc.raw], jobs=[job], resources={"db": PostgresResource()})
+        assert defs.resolve_job_def("observe").execute_in_process(instance=inst, partition_key="2026-11-02").success
+        again = _latest_observation(inst, "2026-11-02")
+        assert (again.metadata["rows"].value, again.tags[late_data.DATA_VERSION_TAG]) == (2, found.asset_events[0].tags[late_data.DATA_VERSION_TAG])
 
 
 def test_the_month_that_started_today_is_materialized_empty_and_marked_in_progress(engine, settings):
@@ -92,13 +100,18 @@ def test_column_schemas_match_the_migrated_tables(engine, settings):
     assert raw is None or raw == [c.name for c in catalog.raw_schema(settings).columns]
 
 
+def test_raw_source_is_observable_so_the_ui_shows_it_observed_not_missing(settings):
+    node = dg.Definitions(assets=[late_data.raw_asset(settings, runs.PARTITIONS["daily"])], resources={"db": PostgresResource()}).resolve_asset_graph().get(late_data.RAW_KEY)
+    assert node.is_observable and not node.is_materializable
+
+
 def test_assets_carry_table_names_schemas_kinds_and_configured_owners(settings, monkeypatch):
     from usage_etl.defs.assets import build_assets
 
     monkeypatch.setenv("USAGE_ETL_ASSET_OWNERS", "data@example.com, team:analytics")
     auto = AutomationSettings.from_env()
     specs = {spec.key.path[-1]: spec for a in build_assets(settings, auto=auto) for spec in a.specs}
-    raw = late_data.raw_asset(settings, runs.PARTITIONS["daily"], auto.owners)
+    raw = late_data.raw_asset(settings, runs.PARTITIONS["daily"], auto.owners).specs_by_key[late_data.RAW_KEY]
     for name in ("daily_user_usage", "weekly_user_usage", "monthly_user_usage"):
         spec = specs[name]
         assert spec.metadata["dagster/table_name"] == "public.user_token_usage"

@@ -64,11 +64,10 @@ def backfill(start: datetime | None, end: datetime | None, granularity: str, bat
     total = sum(len(k) for k in keys.values())
     title = f"usage-etl backfill {first}..{last}"
     observed = runs.observe_raw(keys.get("daily", []), inst=inst, engine=common.engine(settings)[0], settings=settings)
-    if observed:
-        click.echo(f"observed {observed} days of the raw source (row counts, fingerprints)")
+    seen = f"; {observed} raw days observed first (row counts, fingerprints)" if observed else ""
     if submit:
         bid = runs.submit_backfill(keys, inst=inst, tags={"usage_etl/trigger": "cli"}, title=title)
-        click.echo(f"submitted backfill {bid}: {total} partitions ({common.counts(keys)}) {first}..{last}")
+        click.echo(f"submitted backfill {bid}: {total} partitions ({common.counts(keys)}) {first}..{last}{seen}")
         click.echo(f"the daemon runs it; progress in the UI under /runs/b/{bid} (instance {inst.root_directory})")
         return
     backfill_id = runs.record_backfill(keys, inst=inst, tags={"usage_etl/trigger": "cli"}, title=title)
@@ -76,7 +75,7 @@ def backfill(start: datetime | None, end: datetime | None, granularity: str, bat
     n_runs = sum(math.ceil(len(k) / (size or len(k))) for k in keys.values() if k)
     click.echo(
         f"backfill {backfill_id}: {first}..{last}, {total} partitions ({common.counts(keys)}) in {n_runs} runs"
-        f"{f' of up to {size} partitions' if size else ''}"
+        f"{f' of up to {size} partitions' if size else ''}{seen}"
     )
     t0 = time.perf_counter()
     done = {"runs": 0, "partitions": 0}

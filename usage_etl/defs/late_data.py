@@ -42,10 +42,13 @@ SENSOR_NAME = "usage_etl_late_data"
 EMPTY_VERSION = "empty"  # the data version of a day without raw rows (as `fingerprint.changed_days`)
 
 
-def raw_asset(settings: Settings, partitions_def: dg.PartitionsDefinition, owners: Sequence[str] = ()) -> dg.AssetSpec:
-    """The raw source table as an external asset, partitioned like the daily asset, with `owners`
-    (`AutomationSettings.owners`) in the catalog."""
-    return dg.AssetSpec(
+def raw_asset(settings: Settings, partitions_def: dg.PartitionsDefinition, owners: Sequence[str] = ()) -> dg.AssetsDefinition:
+    """The raw source table as an observable source asset, partitioned like the daily asset, with
+    `owners` (`AutomationSettings.owners`) in the catalog. The UI shows it observed, not missing.
+
+    Its observe function (the UI's "Observe", one day per run) records the day's `observations`;
+    the backfill commands and sensors record the same events without a run (`observe`)."""
+    spec = dg.AssetSpec(
         RAW_KEY,
         partitions_def=partitions_def,
         group_name="usage",
@@ -56,6 +59,18 @@ def raw_asset(settings: Settings, partitions_def: dg.PartitionsDefinition, owner
         "them. Each day is observed (raw row count, fingerprint as data version) before a run reads it, and again "
         f"by the `{SENSOR_NAME}` sensor when its rows change after the day was materialized.",
     )
+
+    # no annotations (this module postpones them): the context is untyped, the resource by key
+    @dg.multi_observable_source_asset(specs=[spec], partitions_def=partitions_def, name="observe_raw_messages", required_resource_keys={"db"})
+    def raw_messages(context):
+        db = context.resources.db
+        keys = context.partition_keys
+        if len(keys) != 1:
+            raise dg.Failure(f"observe one day per run, not {len(keys)}; `usage-etl backfill` observes a range before running it")
+        [event] = observe(db.engine, settings, keys)
+        return dg.ObserveResult(asset_key=RAW_KEY, data_version=dg.DataVersion(event.tags[DATA_VERSION_TAG]), metadata=event.metadata)
+
+    return raw_messages
 
 
 def _observation(day: str, version: str, md: dict) -> dg.AssetObservation:
