@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -28,10 +29,12 @@ from pathlib import Path
 import dagster as dg
 
 HERE = Path(__file__).resolve().parent
+LOCATION = "usage_etl.defs.definitions"  # the code location's name in workspace.yaml's default
 
 
-def pages(backfill_id: str | None) -> dict[str, str]:
-    """{file stem: UI path} of the pages a new user looks at."""
+def pages(backfill_id: str | None) -> dict[str, str | dict[str, str]]:
+    """{file stem: UI path, or {"path", "click": button to press first}} of the pages a new user
+    looks at."""
     out = {
         "overview": "/overview/activity/assets",
         "catalog": "/assets",
@@ -39,19 +42,27 @@ def pages(backfill_id: str | None) -> dict[str, str]:
         "daily_overview": "/assets/daily_user_usage",
         "daily_partitions": "/assets/daily_user_usage?view=partitions",
         "daily_events": "/assets/daily_user_usage?view=events",
-        "daily_plots": "/assets/daily_user_usage?view=plots",
+        "daily_plots": {"path": "/assets/daily_user_usage", "click": "Plots", "canvas": True},
         "daily_checks": "/assets/daily_user_usage?view=checks",
-        "daily_check_detail": "/assets/daily_user_usage?view=checks&checkDetail=integrity",
         "monthly_partitions": "/assets/monthly_user_usage?view=partitions",
         "raw_messages": "/assets/raw_messages",
         "raw_messages_partitions": "/assets/raw_messages?view=partitions",
         "raw_messages_events": "/assets/raw_messages?view=events",
         "monthly_events": "/assets/monthly_user_usage?view=events",
+        "raw_messages_plots": {"path": "/assets/raw_messages", "click": "Plots", "canvas": True},
         "backfills": "/runs?tab=backfills",
-        "sensors": "/automation",
+        "automation": "/automation",
     }
     if backfill_id:
-        out["backfill"] = f"/runs/b/{backfill_id}?tab=partitions"
+        out["backfill"] = f"/runs/b/{backfill_id}"
+        out["backfill_runs"] = f"/runs/b/{backfill_id}?tab=runs"
+    # last, once the daemon has ticked each sensor (they start with the UI): the ticks name why
+    # they skipped or what they requested
+    sensors = f"/locations/{LOCATION}/sensors"
+    out["sensor_nightly"] = {"path": f"{sensors}/usage_etl_nightly", "wait": 45000}
+    out["sensor_nightly_tick"] = {"path": f"{sensors}/usage_etl_nightly", "click": "0 runs requested", "last": True}
+    out["sensor_late_data_tick"] = {"path": f"{sensors}/usage_etl_late_data", "click": "0 runs requested", "last": True}
+    out["sensor_automation"] = f"{sensors}/usage_etl_automation"
     return out
 
 
@@ -93,9 +104,12 @@ def main() -> int:
                   json.dumps(pages(backfills[0].backfill_id if backfills else None))]
         return subprocess.run(driver, env=env, check=False).returncode
     finally:
-        if server:
+        if server:  # dagster dev stops its webserver, daemon and code server on SIGTERM ...
             server.terminate()
-            server.wait(timeout=60)
+            try:
+                server.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # ... or its whole session is killed
+                os.killpg(server.pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":

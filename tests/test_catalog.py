@@ -127,8 +127,9 @@ def test_check_metadata_starts_with_one_line_per_rule():
     ok = checks.CheckOutcome("keys_and_values", True, "2 rows, keys unique")
     warn = checks.CheckOutcome("pricing_coverage", False, "1/10 unpriced | model m\n(see list)")
     md = asset_checks.combine([ok, warn])["metadata"]
-    assert list(md)[0] == "rules"
-    assert md["rules"].value == (
+    assert list(md)[:2] == sorted(md)[:2] == ["all_rules", "all_rules_detail"]  # the UI sorts metadata by name
+    assert md["all_rules"] == "keys_and_values (ERROR) pass; pricing_coverage (WARN) FAIL"
+    assert md["all_rules_detail"].value == (
         "| rule | severity | result | detail |\n|---|---|---|---|\n"
         "| keys_and_values | ERROR | pass | 2 rows, keys unique |\n"
         "| pricing_coverage | WARN | FAIL | 1/10 unpriced \\| model m (see list) |"
