@@ -39,7 +39,8 @@ def backfill(start: datetime | None, end: datetime | None, granularity: str, bat
     Days run first, then the weeks and months over them, each in runs of at most --batch-size
     contiguous partitions, with a progress line per run and a summary at the end. A range up to
     the last complete day also materializes a week or month that started today (no complete day
-    yet: empty, recorded as in progress), so no existing partition is left missing. With a Claude
+    yet: empty, recorded as in progress), so no existing partition is left missing. The raw days
+    are observed first (row counts, fingerprints; the UI's raw_messages asset). With a Claude
     Code source, the first run of days lands new transcript lines first. Safe to repeat:
     every partition is replaced, never added to.
     """
