@@ -22,9 +22,12 @@ demo: install  ## embedded PostgreSQL (unless USAGE_ETL_DATABASE_URL), 30 days o
 	@mkdir -p $(DAGSTER_HOME) && (test -f $(DAGSTER_HOME)/dagster.yaml || cp deploy/dagster.local.yaml $(DAGSTER_HOME)/dagster.yaml)
 	$(BIN)/usage-etl demo
 
-ui: install  ## the Dagster UI on http://127.0.0.1:3000
+UI_PORT ?= 3000
+# `dagster dev` warns on every start that `dg dev` supersedes it (a separate CLI package doing the same
+# here); only that warning is silenced, by its message.
+ui: install  ## the Dagster UI on http://127.0.0.1:$(UI_PORT) (UI_PORT=3000)
 	@mkdir -p $(DAGSTER_HOME) && (test -f $(DAGSTER_HOME)/dagster.yaml || cp deploy/dagster.local.yaml $(DAGSTER_HOME)/dagster.yaml)
-	$(BIN)/dagster dev -w workspace.yaml
+	PYTHONWARNINGS='ignore:Function `dev_command` is superseded' $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
 test: install  ## pytest against a real PostgreSQL (see README), TEST_WORKERS (default auto) in parallel
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)

@@ -283,6 +283,7 @@ class AutomationSettings(_EnvModel):
     | USAGE_ETL_RETRY_MAX | 3 | retries of a step after a transient database error |
     | USAGE_ETL_RETRY_DELAY_SECONDS | 30 | retry k waits (2^k - 1) x this, +- this (Dagster's exponential backoff: 30, 90, 210 s) |
     | USAGE_ETL_PARTITION_WORKERS | 1 | partitions of one run processed at once (threads, one connection each) |
+    | USAGE_ETL_ASSET_OWNERS | (none) | comma-separated owners shown in the Dagster catalog: e-mail addresses or `team:<name>` |
     """
 
     nightly_cron: str = "0 1 * * *"
@@ -293,8 +294,26 @@ class AutomationSettings(_EnvModel):
     retry_max: int = Field(3, ge=0)
     retry_delay_seconds: float = Field(30.0, ge=0)
     partition_workers: int = Field(1, ge=1)
+    asset_owners: str = ""
 
     _check_cron = field_validator("nightly_cron", "fresh_by_cron")(lambda cls, v: _cron(v))
+
+    @field_validator("asset_owners")
+    @classmethod
+    def _check_owners(cls, v: str) -> str:
+        bad = [o for o in _split(v) if "@" not in o and not (o.startswith("team:") and len(o) > 5)]
+        if bad:
+            raise ValueError(f"owners must be e-mail addresses or team:<name>, not {', '.join(bad)}")
+        return v
+
+    @property
+    def owners(self) -> list[str]:
+        """`asset_owners` as a list (empty: the catalog shows no owner)."""
+        return _split(self.asset_owners)
+
+
+def _split(v: str) -> list[str]:
+    return [o.strip() for o in v.split(",") if o.strip()]
 
 
 class Thresholds(_EnvModel):

@@ -31,7 +31,10 @@ def backfill(start: datetime | None, end: datetime | None, granularity: str, bat
     """Materialize a range of partitions through Dagster; the runs show in the Dagster UI.
 
     Days run first, then the weeks and months over them, each in runs of at most --batch-size
-    contiguous partitions, with a progress line per run and a summary at the end. With a Claude
+    contiguous partitions, with a progress line per run and a summary at the end. A range up to
+    the last complete day also materializes a week or month that started today (no complete day
+    yet: empty, recorded as in progress), so no existing partition is left missing. The raw days
+    are observed first (row counts, fingerprints; the UI's raw_messages asset). With a Claude
     Code source, the first run of days lands new transcript lines first. Safe to repeat:
     every partition is replaced, never added to.
 
@@ -52,20 +55,26 @@ def backfill(start: datetime | None, end: datetime | None, granularity: str, bat
     inst = runs.instance()
     grains = runs.GRANULARITIES if granularity == "all" else [granularity]
     keys = {g: runs.partition_keys(g, first, last) for g in grains}
+    if last == date.fromisoformat(runs.PARTITIONS["daily"].get_last_partition_key()):
+        # up to yesterday: the week or month that started today exists too; materialized (empty,
+        # `complete_days` 0) it shows as in progress instead of missing
+        keys = {g: ks + runs.periods_in_progress(g, last) for g, ks in keys.items()}
     total = sum(len(k) for k in keys.values())
     title = f"usage-etl backfill {first}..{last}"
+    engine, _ = common.engine(settings)  # the database answers (or one line and exit 1) before any run
+    observed = runs.observe_raw(keys.get("daily", []), inst=inst, engine=engine, settings=settings)
+    seen = f"; {observed} raw days observed first (row counts, fingerprints)" if observed else ""
     if submit:
         bid = runs.submit_backfill(keys, inst=inst, tags={"usage_etl/trigger": "cli"}, title=title)
-        click.echo(f"submitted backfill {bid}: {total} partitions ({common.counts(keys)}) {first}..{last}")
+        click.echo(f"submitted backfill {bid}: {total} partitions ({common.counts(keys)}) {first}..{last}{seen}")
         click.echo(f"the daemon runs it; progress in the UI under /runs/b/{bid} (instance {inst.root_directory})")
         return
-    common.engine(settings)  # the database answers (or one line and exit 1) before any run
     backfill_id = runs.record_backfill(keys, inst=inst, tags={"usage_etl/trigger": "cli"}, title=title)
     tags = {"dagster/backfill": backfill_id, "usage_etl/trigger": "cli"}
     n_runs = sum(len(runs.contiguous_batches(g, k, size or None)) for g, k in keys.items() if k)
     click.echo(
         f"backfill {backfill_id}: {first}..{last}, {total} partitions ({common.counts(keys)}) in {n_runs} runs"
-        f"{f' of up to {size} partitions' if size else ''}"
+        f"{f' of up to {size} partitions' if size else ''}{seen}"
     )
     t0 = time.perf_counter()
     done = {"runs": 0, "partitions": 0, "planned": n_runs}

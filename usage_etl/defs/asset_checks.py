@@ -50,6 +50,11 @@ def _md_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _cell(text: str) -> str:
+    """A markdown table cell: no line breaks, pipes escaped."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
 def to_metadata(md: dict[str, Any]) -> dict[str, Any]:
     """Outcome metadata -> Dagster metadata: numbers stay numbers (plotted in the UI), example
     rows become markdown tables, other lists and dicts JSON."""
@@ -98,10 +103,18 @@ def _description(period_type: str) -> str:
 def combine(outcomes: list[checks.CheckOutcome]) -> dict[str, Any]:
     """A partition's rule outcomes -> AssetCheckEvaluation fields (passed, severity, description,
     metadata). Severity ERROR when an ERROR rule failed, else WARN; failed rules listed ERROR first.
-    Metadata keys are `<rule>/<figure>`; passing rules keep only their scalar figures."""
+    Metadata starts with `all_rules` (text: each rule, its severity and pass/FAIL, read at a glance)
+    and `all_rules_detail` (a table: rule | severity | result | detail), named to sort first as the
+    UI lists metadata by name; then `<rule>/<figure>` keys, passing rules only their scalar figures."""
     failed = sorted((o for o in outcomes if not o.passed), key=lambda o: o.severity is not checks.Severity.ERROR)
     worst = failed[0].severity if failed else checks.Severity.ERROR
-    md: dict[str, Any] = {}
+    md: dict[str, Any] = {
+        "all_rules": "; ".join(f"{o.check} ({o.severity.value}) {'pass' if o.passed else 'FAIL'}" for o in outcomes),
+        "all_rules_detail": [
+            {"rule": o.check, "severity": o.severity.value, "result": "pass" if o.passed else "FAIL", "detail": _cell(o.summary)}
+            for o in outcomes
+        ],
+    }
     for o in outcomes:
         md[f"{o.check}/passed"] = o.passed
         # A passing rule shows its figures; lists and tables only come with a failure (every

@@ -9,11 +9,13 @@ backfill); each partition of the range is still read, written and committed on i
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 
 import dagster as dg
 
 from usage_etl import pipeline
 from usage_etl.defs import asset_checks
+from usage_etl.defs import catalog
 from usage_etl.defs import automation
 from usage_etl.defs import errors as db_errors
 from usage_etl.defs import late_data
@@ -125,6 +127,8 @@ def build_assets(
         freshness_policy=automation.freshness_policy(settings, auto),
         group_name=GROUP,
         kinds={"polars", "postgres"},
+        owners=auto.owners,
+        metadata=catalog.summary_metadata(settings),
         pool="usage_etl_db",
         check_specs=asset_checks.check_specs("daily_user_usage", "daily", PARTITIONS["daily"]),
     )
@@ -155,6 +159,15 @@ def build_assets(
         )
         yield from pending.evaluations()
 
+    def progress(period_type: str, key: str) -> dict:
+        """`days_in_period`, `complete_days` (the period's days that are daily partitions now) and
+        `in_progress` (the period has not ended with the last complete day)."""
+        tw = PARTITIONS[period_type].time_window_for_partition_key(key)
+        total = (tw.end.date() - tw.start.date()).days
+        last = PARTITIONS["daily"].get_last_partition_key()
+        done = 0 if last is None else max(0, min(total, (date.fromisoformat(last) - tw.start.date()).days + 1))
+        return {"days_in_period": total, "complete_days": done, "in_progress": done < total}
+
     def _rollup_asset(period_type: str) -> dg.AssetsDefinition:
         @dg.asset(
             name=f"{period_type}_user_usage",
@@ -166,10 +179,14 @@ def build_assets(
             automation_condition=automation.rollup_condition(),
             group_name=GROUP,
             kinds={"polars", "postgres"},
+            owners=auto.owners,
+            metadata=catalog.summary_metadata(settings),
             pool="usage_etl_db",
             check_specs=asset_checks.check_specs(f"{period_type}_user_usage", period_type, PARTITIONS[period_type]),
-            description=f"Per-user usage for each {period_type.removesuffix('ly')} (period_type='{period_type}'), "
-            "rolled up from the conversation-day grain: exact distinct conversation counts, no raw rescan.",
+            description=f"Per-user usage for each {period_type.removesuffix('ly')} (period_type='{period_type}') in "
+            f"{settings.schema}.{catalog.SUMMARY_TABLE} and its by-model and by-dimension tables, rolled up from the "
+            "conversation-day grain: exact distinct conversation counts, no raw rescan. The period in progress "
+            "covers its complete days so far (`complete_days` of `days_in_period`, `in_progress`).",
         )
         def rollup(context: dg.AssetExecutionContext, db: PostgresResource):
             asset_checks.require_daily_checks_passed(context, daily_user_usage.key)
@@ -184,7 +201,7 @@ def build_assets(
                 auto.partition_workers,
                 pending.submit,
             )
-            yield dg.MaterializeResult(metadata=_record(context, results, lambda k: {"daily_grain_digest": seen[k] or ""}))
+            yield dg.MaterializeResult(metadata=_record(context, results, lambda k: {"daily_grain_digest": seen[k] or "", **progress(period_type, k)}))
             yield from pending.evaluations()
 
         return rollup

@@ -242,12 +242,14 @@ def rollup_condition() -> dg.AutomationCondition:
     day is blocked, so the rollup follows the day's passing rerun. A rerun that leaves a day's grain
     as it was (`DaysChangedSinceRollup`) does not roll up again."""
     has_days = AC.any_deps_match(AC.missing() | ~AC.missing()).with_label("has a day")
+    # Each part is labelled: the automation sensor's evaluations in the UI then say which one held
+    # a week or month back (its own skip line is Dagster's, "returned an empty result").
     return (
-        AC.any_deps_updated().since_last_handled()
+        AC.any_deps_updated().since_last_handled().with_label("a day was updated since the last rollup")
         & has_days
-        & ~AC.any_deps_missing()
-        & ~AC.any_deps_in_progress()
-        & ~AC.in_progress()
+        & (~AC.any_deps_missing()).with_label("no day missing")
+        & (~AC.any_deps_in_progress()).with_label("no day running")
+        & (~AC.in_progress()).with_label("not running itself")
         & ~DayCheckFailedWithError()
         & DaysChangedSinceRollup()
     ).with_label("usage_etl rollup after a day changed")

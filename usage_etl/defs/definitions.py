@@ -12,7 +12,7 @@ from usage_etl.settings import AutomationSettings
 AUTOMATION = AutomationSettings.from_env()
 
 defs = dg.Definitions(
-    assets=[late_data.raw_asset(SETTINGS, PARTITIONS["daily"]), *USAGE_ASSETS],
+    assets=[late_data.raw_asset(SETTINGS, PARTITIONS["daily"], AUTOMATION.owners), *USAGE_ASSETS],
     sensors=[
         automation.build_nightly_sensor(SETTINGS, AUTOMATION, PARTITIONS),
         late_data.build_sensor(SETTINGS, AUTOMATION, PARTITIONS),

@@ -123,6 +123,15 @@ def contiguous_batches(granularity: str, keys: list[str], size: int | None, pdef
     return batches
 
 
+def periods_in_progress(granularity: str, last: date, settings: Settings | None = None) -> list[str]:
+    """Weekly or monthly keys that exist now (the period in progress, `end_offset=1`) but start
+    after `last`, so no complete day of theirs exists yet (e.g. the month on its first day)."""
+    if granularity == "daily":
+        return []
+    pdef = (partitions.build(settings) if settings else PARTITIONS)[granularity]
+    return [k for k in pdef.get_partition_keys() if pdef.time_window_for_partition_key(k).start.date() > last]
+
+
 def materialize_range(
     granularity: str,
     keys: list[str],
@@ -192,6 +201,26 @@ def failure_reason(result: dg.ExecuteInProcessResult) -> str:
             # 'dagster._core.definitions.events.Failure: daily partition ... failed ...': drop the class
             return re.sub(r"^[\w.]+(Error|Failure|Exception): ", "", message.splitlines()[0])
     return ""
+
+
+def observe_raw(days: list[str], *, inst: dg.DagsterInstance, engine, settings: Settings | None = None) -> int:
+    """Record one observation of the raw asset per day of `days` (raw row count, fingerprint as
+    data version: `late_data.observe`) before a run reads them, so the UI shows each day's raw
+    state and the days' materializations take it as their input version (fresh, not stale).
+    Skipped (returns 0) with a Claude Code source, whose days read the ingestion asset instead,
+    or when the source table does not exist yet. Returns the number of observations."""
+    import sqlalchemy as sa
+
+    from usage_etl.defs import late_data
+
+    settings = settings or SETTINGS
+    src = settings.source_config
+    if src.claude_code or not days or not sa.inspect(engine).has_table(src.table, schema=src.schema_name):
+        return 0
+    events = late_data.observe(engine, settings, days)
+    for event in events:
+        inst.report_runless_asset_event(event)
+    return len(events)
 
 
 def submit_backfill(keys: dict[str, list[str]], *, inst: dg.DagsterInstance, tags: dict[str, str] | None = None, title: str | None = None) -> str:
