@@ -118,6 +118,13 @@ def test_duplicate_message_ids_in_a_source_without_key(engine, db_url, cfg):
     assert not dups[D1].passed and dups[D2].passed
     assert dups[D1].metadata["duplicate_ids"] == 1 and dups[D1].metadata["extra_rows"] == 2
 
+    # The audit inside the write counts the ids of the frame it read instead: the same outcome.
+    window = partitions.window(partitions.build(src)["daily"], "daily", D1)
+    result = pipeline.run_daily(engine, db_url, src, load_price_book(), window, audit=pipeline.Audit(raise_on_error=False))
+    audited = next(o for o in result.audit if o.check == "no_duplicate_raw_rows")
+    assert audited == dups[D1] and audited.metadata["examples"] == dups[D1].metadata["examples"]
+    assert audited.metadata["examples"][0]["copies"] == 3
+
 
 def test_thresholds_from_env():
     t = Thresholds.from_env({"USAGE_ETL_MAX_UNPRICED_SHARE": "0.02"})

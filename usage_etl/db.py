@@ -80,8 +80,33 @@ def execute_ddl(conn: sa.Connection, sql: str) -> None:
         cur.execute(sql)
 
 
+# The catalog state reflection depends on: the table's oid and its columns (name, type, nullable)
+# and constraints. One catalog query, about a tenth of what reflecting a table costs.
+_SIGNATURE = sa.text(
+    """SELECT c.oid::bigint, md5(concat_ws('|',
+         (SELECT string_agg(a.attname || ':' || a.atttypid || ':' || a.atttypmod || ':' || a.attnotnull, ',' ORDER BY a.attnum)
+            FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+         (SELECT string_agg(k.conname || ':' || pg_get_constraintdef(k.oid), ',' ORDER BY k.conname)
+            FROM pg_constraint k WHERE k.conrelid = c.oid),
+         (SELECT string_agg(i.indexrelid::text, ',' ORDER BY i.indexrelid) FROM pg_index i WHERE i.indrelid = c.oid)))
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = :schema AND c.relname = :name"""
+)
+_REFLECTED: dict[tuple, sa.Table] = {}
+
+
 def reflect(conn: sa.Connection, schema: str, name: str) -> sa.Table:
-    return sa.Table(name, sa.MetaData(schema=schema), autoload_with=conn)
+    """The table `schema.name` as the catalog describes it on `conn`. Reflected once per database
+    and catalog state (a daily partition writes six tables): a migration or any change of its
+    columns, constraints or indexes is reflected again."""
+    sig = conn.execute(_SIGNATURE, {"schema": schema, "name": name}).one_or_none()
+    if sig is None:  # missing: let SQLAlchemy raise NoSuchTableError
+        return sa.Table(name, sa.MetaData(schema=schema), autoload_with=conn)
+    key = (conn.engine.url.render_as_string(hide_password=True), schema, name, *sig)
+    table = _REFLECTED.get(key)
+    if table is None:
+        table = _REFLECTED[key] = sa.Table(name, sa.MetaData(schema=schema), autoload_with=conn)
+    return table
 
 
 def _pg_array(col: str) -> pl.Expr:

@@ -47,7 +47,9 @@ class _Unpublished(Exception):
     pass
 
 
-def _audit(engine: sa.Engine, conn: sa.Connection, settings: Settings, window: store.Window, audit: Audit, result: PartitionResult) -> None:
+def _audit(
+    engine: sa.Engine, conn: sa.Connection, settings: Settings, window: store.Window, audit: Audit, result: PartitionResult, raw: pl.DataFrame | None = None
+) -> None:
     """Evaluate the rules on `conn` (its uncommitted rows) into `result.audit`; raise _Unpublished
     when an ERROR rule failed. (Imported here: checks.runner loads Dagster's partition definitions,
     which callers running without an audit do not need.)"""
@@ -55,7 +57,11 @@ def _audit(engine: sa.Engine, conn: sa.Connection, settings: Settings, window: s
 
     thresholds = audit.thresholds or runner.Thresholds.from_env()
     key = window.partition_key
-    found = runner.evaluate(engine, settings, window.period_type, [key], materialized_daily=audit.materialized_daily, thresholds=thresholds, connection=conn)
+    # The duplicate-id rule counts the ids of the raw rows this run read, rather than scan them again.
+    dups = None if raw is None else {key: runner.duplicate_ids(raw, key)}
+    found = runner.evaluate(
+        engine, settings, window.period_type, [key], materialized_daily=audit.materialized_daily, thresholds=thresholds, connection=conn, duplicates=dups
+    )
     result.audit = found[key]
     failed = runner.failed_errors({window.period_type: found})
     if failed:
@@ -189,7 +195,7 @@ def run_daily(
         store.replace_rows(conn, q, quarantine, (q.c.source == source_name(settings)) & (q.c.partition_key == window.partition_key))
         _write_summaries(conn, settings.schema, window, user, by_model, by_dim, result)
         if audit is not None:
-            _audit(engine, conn, settings, window, audit, result)
+            _audit(engine, conn, settings, window, audit, result, raw)
     return result
 
 

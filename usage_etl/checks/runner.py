@@ -176,6 +176,17 @@ def duplicates_query(settings: Settings, start: Bound, end: Bound) -> sa.Select:
     )
 
 
+def duplicate_ids(raw: pl.DataFrame, partition_key: str) -> pl.DataFrame:
+    """What `duplicates_query` finds, from one daily window's raw frame already read (`message_id`
+    = the id as text): day (= `partition_key`), message_id, copies (Int64, > 1)."""
+    return (
+        raw.group_by("message_id")
+        .agg(pl.len().cast(pl.Int64).alias("copies"))
+        .filter(pl.col("copies") > 1)
+        .select(pl.lit(partition_key).alias("day"), "message_id", "copies")
+    )
+
+
 _DAY_SCHEMA: dict[str, pl.DataType] = {"day": pl.String()}
 _QUARANTINE_SCHEMA: dict[str, pl.DataType] = {**_DAY_SCHEMA, "reason": pl.String(), "rows": pl.Int64()}
 _DUPLICATES_SCHEMA: dict[str, pl.DataType] = {**_DAY_SCHEMA, "message_id": pl.String(), "copies": pl.Int64()}
@@ -251,12 +262,15 @@ def evaluate(
     thresholds: Thresholds = Thresholds(),
     now: datetime | None = None,
     connection: sa.Connection | None = None,
+    duplicates: Mapping[str, pl.DataFrame] | None = None,
 ) -> dict[str, list[CheckOutcome]]:
     """Evaluate `checks.rules_for(period_type)` on each partition key; outcomes in RULES order.
 
     `materialized_daily`: daily partition keys known to be materialized (completeness); `now`:
     the time that decides the latest complete day (default: now). `connection`: read over it (e.g.
     inside the write transaction, to check rows before they are committed) instead of the engine's pool.
+    `duplicates` (daily only): per partition key, its repeated message ids (`duplicate_ids` of the
+    raw rows already read) instead of the duplicate-id query over the raw source.
     """
     if not keys:
         return {}
@@ -269,7 +283,10 @@ def evaluate(
         found = {
             name: _assign(_read(conn, stmt, schema, params), wf, by_day="day" in schema)
             for name, (stmt, schema) in _statements(settings, period_type).items()
+            if not (name == "dups" and duplicates is not None)
         }
+    if duplicates is not None:
+        found["dups"] = {k: duplicates[k] for k in keys}
     rows, by_model, rejected = found["rows"], found["by_model"], found["rejected"]
     daily = period_type == "daily"
     if daily:

@@ -26,6 +26,7 @@ from usage_etl.settings import AutomationSettings, Settings
 from usage_etl.pricing.book import PriceBook, load_price_book
 from usage_etl.defs.resources import PostgresResource
 from usage_etl.sources.mapping_check import check_source
+from usage_etl.sources.postgres import shared_connections
 
 GROUP = "usage"
 
@@ -85,19 +86,21 @@ def _run_each(
             return step(key)
 
     results = []
-    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(keys))), thread_name_prefix=f"usage_etl_{period_type}")
-    try:
-        futures = [pool.submit(one, key) for key in keys]
-        for i, (key, future) in enumerate(zip(keys, futures), 1):
-            r = future.result()
-            results.append(r)
-            on_done(key, r)
-            context.log.info(
-                f"{period_type} {key} ({i}/{len(keys)}): {r.users} users, {r.messages} messages, "
-                f"{r.rejected_rows} rejected, {r.rows_written} rows written"
-            )
-    finally:
-        pool.shutdown(cancel_futures=True)
+    # one ADBC connection per worker for the whole run, not one per partition (closed after the pool)
+    with shared_connections():
+        pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(keys))), thread_name_prefix=f"usage_etl_{period_type}")
+        try:
+            futures = [pool.submit(one, key) for key in keys]
+            for i, (key, future) in enumerate(zip(keys, futures), 1):
+                r = future.result()
+                results.append(r)
+                on_done(key, r)
+                context.log.info(
+                    f"{period_type} {key} ({i}/{len(keys)}): {r.users} users, {r.messages} messages, "
+                    f"{r.rejected_rows} rejected, {r.rows_written} rows written"
+                )
+        finally:
+            pool.shutdown(cancel_futures=True)
     return results
 
 
