@@ -113,7 +113,7 @@ def test_submit_records_one_backfill_for_the_daemon(db_url, dagster_home):
     }
 
 
-def test_daemon_accepts_a_backfill_with_the_week_and_month_in_progress(db_url):
+def test_daemon_accepts_a_backfill_with_the_week_and_month_in_progress(db_url, monkeypatch, tmp_path):
     """The backfill daemon's first iteration over days, their week and month in progress: the
     rollups depend only on the days that exist so far, so the daemon plans instead of failing
     ("depends on non-existent partitions")."""
@@ -132,7 +132,9 @@ def test_daemon_accepts_a_backfill_with_the_week_and_month_in_progress(db_url):
     queued = {"run_coordinator": {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"}}
     with instance_for_test(overrides=queued) as inst:
         backfill_id = runs.submit_backfill({"daily": days, "weekly": [week], "monthly": [month]}, inst=inst)
-        target = ModuleTarget(module_name="usage_etl.defs.definitions", attribute=None, working_directory=str(Path(__file__).parent.parent), location_name="usage_etl")
+        # The code server loads a .env from its working directory (`make demo` leaves one at the root)
+        monkeypatch.chdir(tmp_path)
+        target = ModuleTarget(module_name="usage_etl.defs.definitions", attribute=None, working_directory=str(tmp_path), location_name="usage_etl")
         with create_test_daemon_workspace_context(target, inst) as ctx:
             errors = [e for e in execute_backfill_iteration(ctx, logging.getLogger("backfill")) if e is not None]
         assert errors == []

@@ -72,7 +72,7 @@ def _tokens(engine, period_type: str) -> dict:
     return {k: v[:9] for k, v in summary(engine, period_type).items()}
 
 
-def test_nightly_backfill_ingests_before_the_days_and_the_daemon_materializes_them(engine, db_url, source_env):
+def test_nightly_backfill_ingests_before_the_days_and_the_daemon_materializes_them(engine, db_url, source_env, monkeypatch, tmp_path):
     settings = settings_for(db_url, load_source_config(source_env), start=date(2026, 3, 30))
     loc = Location(settings)
     assert automation.ingestion_keys(settings) == {INGEST}
@@ -91,7 +91,9 @@ def test_nightly_backfill_ingests_before_the_days_and_the_daemon_materializes_th
             dynamic_partitions_store=inst, asset_graph_subset=subset, title=None, description=None, run_config=None,
         ))
 
-        target = ModuleTarget(module_name="usage_etl.defs.definitions", attribute=None, working_directory=str(ROOT), location_name="usage_etl")
+        # The code server loads a .env from its working directory (`make demo` leaves one at the root)
+        monkeypatch.chdir(tmp_path)
+        target = ModuleTarget(module_name="usage_etl.defs.definitions", attribute=None, working_directory=str(tmp_path), location_name="usage_etl")
         with create_test_daemon_workspace_context(target, inst) as ctx:
             deadline = time.monotonic() + 300
             while inst.get_backfill(backfill_id).status == BulkActionStatus.REQUESTED:
