@@ -16,9 +16,10 @@
 CREATE VIEW user_session_day_usage WITH (security_barrier) AS
     SELECT g.*
     FROM user_conversation_day_usage AS g
-    WHERE g.user_id = usage_etl_current_user_id()
-       OR usage_etl_is_admin()
-       OR pg_has_role(current_user, (SELECT c.relowner FROM pg_class AS c WHERE c.oid = 'user_conversation_day_usage'::regclass), 'USAGE');
+    -- each as a scalar subquery: evaluated once per query, not once per grain row (as in 0005's policies)
+    WHERE g.user_id = (SELECT usage_etl_current_user_id())
+       OR (SELECT usage_etl_is_admin())
+       OR (SELECT pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_class AS c WHERE c.oid = 'user_conversation_day_usage'::regclass);
 
 CREATE FUNCTION user_session_usage(
     p_first    date    DEFAULT NULL,

@@ -206,6 +206,7 @@ def test_backfill_stops_before_weekly_when_daily_check_fails(settings, engine, t
     assert "weekly:" not in res.output
     instance = dg.DagsterInstance.get()
     assert instance.get_materialized_partitions(runs.USAGE_ASSETS[1].key) == set()
+    assert instance.get_runs(filters=dg.RunsFilter(job_name="usage_etl_weekly")) == []  # skipped, never launched
     status = partition_status(instance, runs.USAGE_ASSETS[0].key, ["integrity"], (D1, D2))
     assert status == {("integrity", D1): "FAILED", ("integrity", D2): "FAILED"}
 

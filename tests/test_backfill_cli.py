@@ -118,7 +118,6 @@ def test_daemon_accepts_a_backfill_with_the_week_and_month_in_progress(db_url, m
     rollups depend only on the days that exist so far, so the daemon plans instead of failing
     ("depends on non-existent partitions")."""
     import logging
-    from pathlib import Path
 
     from dagster import instance_for_test
 

@@ -246,12 +246,16 @@ class Settings(_EnvModel):
         return self
 
     def replace(self, **changes: Any) -> Settings:
-        """A copy with `changes` applied and validated again (the environment is not re-read)."""
-        data = dict(changes)
+        """A copy with `changes` applied and validated again (the environment is not re-read).
+        Raises ConfigError, naming the setting, for a bad value."""
         fields = {k: getattr(self, k) for k in type(self).model_fields}
-        if "source" not in data and self.source is None:
-            fields.pop("source_columns")
-        return type(self).model_validate({**fields, **data})
+        fields.update(changes)
+        if fields.get("source") is None and "source_columns" not in changes:
+            fields.pop("source_columns")  # mirrored from a source that is no longer there
+        try:
+            return type(self).model_validate(fields)
+        except ValidationError as exc:
+            raise ConfigError(_one_line(type(self), exc)) from None
 
     @property
     def tz(self) -> ZoneInfo:
@@ -361,11 +365,6 @@ def check_setting_name(var: str, value: str) -> str:
         )
     return value
 
-
-
-
-def _rls(name: str) -> Any:
-    return Field(validation_alias=f"{PREFIX}RLS_{name.upper()}")
 
 
 class SecuritySettings(_EnvModel):

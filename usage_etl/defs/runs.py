@@ -150,8 +150,10 @@ def materialize_range(
     partitions (default: each contiguous stretch in one run). `tags` are added to every run; runs
     are of the named job `job_name(granularity)`.
 
-    With `ingest`, a daily range and an ingestion asset among `assets` (Claude Code source), the
-    first run is of `INGEST_JOB`: new transcript lines are landed before their days are aggregated.
+    With `ingest`, a daily range and an ingestion asset among `assets` (Claude Code source), runs
+    are of `INGEST_JOB` until the ingestion has succeeded once: new transcript lines are landed
+    before their days are aggregated, and a failed ingestion fails its days rather than letting
+    them be read from stale transcripts.
 
     Without `keep_going` it stops after a failed run. With it, a failed run of several partitions
     is followed by one run per partition of that batch (each partition is replaced on its own, so
@@ -169,13 +171,14 @@ def materialize_range(
 
     def run(batch: list[str]) -> dg.ExecuteInProcessResult:
         name = INGEST_JOB if ingest_first[0] else job_name(granularity)
-        ingest_first[0] = False
         result = defs.resolve_job_def(name).execute_in_process(
             instance=inst,
             tags={**(tags or {}), RANGE_START: batch[0], RANGE_END: batch[-1]},
             raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         )
+        if ingest_first[0] and any(e.asset_key.path[-1] == INGEST_ASSET for e in result.get_asset_materialization_events()):
+            ingest_first[0] = False  # landed; until then every run ingests first, so no day is read stale
         results.append(result)
         if on_batch:
             on_batch(granularity, batch, result)
