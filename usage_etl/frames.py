@@ -17,7 +17,8 @@ TOKEN_COLUMNS = [
     "reasoning_tokens",
 ]
 
-CANONICAL_SCHEMA: dict[str, pl.DataType] = {
+# Who, when and how of a message: the same columns in the raw frame and the canonical frame.
+KEY_SCHEMA: dict[str, pl.DataType] = {
     "message_id": pl.String(),
     "user_id": pl.String(),
     "conversation_id": pl.String(),
@@ -25,6 +26,10 @@ CANONICAL_SCHEMA: dict[str, pl.DataType] = {
     "model": pl.String(),
     "created_at": pl.Datetime("us", "UTC"),
     "status": pl.String(),
+}
+
+CANONICAL_SCHEMA: dict[str, pl.DataType] = {
+    **KEY_SCHEMA,
     **{c: pl.Int64() for c in TOKEN_COLUMNS},
     "paid_amount": pl.Float64(),
 }

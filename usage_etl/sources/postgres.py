@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 
-from usage_etl.frames import DIMENSION_PREFIX
+from usage_etl.frames import DIMENSION_PREFIX, KEY_SCHEMA
 from usage_etl.settings import Settings
 from usage_etl.source_config import AUTO_USAGE_FIELDS, RAW_TOKEN_SLOTS, FieldRef, SourceConfig
 
@@ -34,13 +34,7 @@ TOKEN_SLOTS: list[str] = RAW_TOKEN_SLOTS
 # Raw frame columns (all text but created_at); `raw_schema` adds one dim_<name> per breakdown.
 # usage_type: jsonb type of the usage object ("object", ...), or "columns" when tokens are columns.
 RAW_SCHEMA: dict[str, pl.DataType] = {
-    "message_id": pl.String(),
-    "user_id": pl.String(),
-    "conversation_id": pl.String(),
-    "agent_id": pl.String(),
-    "model": pl.String(),
-    "created_at": pl.Datetime("us", "UTC"),
-    "status": pl.String(),
+    **KEY_SCHEMA,
     "usage_type": pl.String(),
     **{name: pl.String() for name in TOKEN_SLOTS},
     "paid_amount": pl.String(),
