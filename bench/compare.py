@@ -13,7 +13,7 @@ For a data set of N raw messages over D days (the project's generator, `usage_et
 - tuned SQL: a conversation-day grain built by two sessions at once (one per half of the range), then
   each granularity from the grain;
 - scan floor: one SELECT extracting every token field of every raw row, discarded on the server;
-  read floor: ours' own window SELECT, fetched over ADBC into Arrow and discarded.
+  read floor: ours' own read of each day (one snapshot, binary COPY over ADBC into Polars), discarded.
 - tuned SQL in its best form: the grain as one parallel CREATE TABLE … AS SELECT (the bench records
   EXPLAIN's Gather), then each granularity from it;
 - DuckDB attached to the same PostgreSQL (bench dependency group: duckdb, duckdb-ext-postgres),
@@ -285,22 +285,20 @@ class Baselines:
             return timed(lambda: conn.execute(sa.text(_sql("scan_floor.sql", source=self.t["source"])), _window(self.first, self.last + timedelta(days=1))).all())
 
     def read_floor(self, url: sa.URL) -> float:
-        """Ours' window SELECT of every day, fetched over ADBC as Arrow batches and discarded."""
-        import adbc_driver_postgresql.dbapi as adbc
-
+        """Ours' read of every day, as a daily partition does it (`sources.postgres.open_window`:
+        one snapshot, binary COPY over ADBC into Polars), the frames discarded."""
         from usage_etl.settings import Settings
-        from usage_etl.sources.postgres import compile_bound, libpq_uri, window_query
+        from usage_etl.sources.postgres import open_window, shared_connections
 
         settings = Settings(source_schema=self.ds.schema)
 
         def run() -> None:
-            with adbc.connect(libpq_uri(url)) as conn, conn.cursor() as cur:
+            with shared_connections():
                 day = self.first
                 while day <= self.last:
                     w = _window(day, day + timedelta(days=1))
-                    cur.execute(*compile_bound(window_query(settings, w["start"], w["end"])))
-                    for _ in cur.fetch_record_batch():
-                        pass
+                    with open_window(settings, url, w["start"], w["end"]) as snapshot:
+                        del snapshot.frame
                     day += timedelta(days=1)
 
         return timed(run)
@@ -476,7 +474,7 @@ def bench_main(engine: sa.Engine, url: sa.URL, ds: DataSet, report: dict) -> boo
         ("ours: Dagster backfill, without checks", plain, m["ours_no_checks"]["peak_rss_mib"]),
         *[(label, peers[name], None) for name, (label, _) in PEERS.items()],
         ("scan floor (server-side SELECT, discarded)", m["scan_floor_s"], None),
-        ("read floor (ours' typed read over ADBC)", m["read_floor_s"], None),
+        ("read floor (ours' window read over ADBC)", m["read_floor_s"], None),
     ]
     for label, wall, rss in table:
         log(fmt_row([label, f"{wall:.1f}", f"{rows / wall:,.0f}", f"{wall / ours:.2f}", "" if rss is None else f"{rss:,.0f}"], widths))

@@ -6,6 +6,7 @@ import time
 from datetime import datetime, timezone
 from decimal import Decimal
 
+import polars as pl
 import pytest
 import sqlalchemy as sa
 
@@ -15,6 +16,7 @@ from usage_etl.checks import runner
 from usage_etl.defs import partitions
 from usage_etl.frames import MAX_COST_PICO_PER_USER_DAY
 from usage_etl.normalize import normalize
+from usage_etl.sources.postgres import open_window, read_window
 
 ERROR_RULES = {"reconciles_with_raw", "keys_and_values"}
 
@@ -172,6 +174,49 @@ def test_duplicate_id_with_one_bad_copy_reconciles(engine, db_url, settings):
     assert not verdicts(engine, cfg)["no_duplicate_raw_rows"].passed  # still reported (WARN)
     week = run(engine, db_url, cfg, "weekly", "2026-03-09")
     assert week.messages == 4
+
+
+def _digests_by_reason(engine) -> list[tuple]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.text("SELECT message_id, reason, raw_digest FROM usage_quarantine ORDER BY 1, 2"))]
+
+
+def test_quarantined_rows_carry_the_digest_of_their_own_raw_row(engine, db_url, settings):
+    """A daily run hashes only the rows it quarantines (`WindowSnapshot.digests`); each must be the
+    digest of that very raw row, as `read_window` computes it for every row, including one of two
+    copies of an id and rows without an id. Good rows' digests are never stored."""
+    cfg = configure(settings, engine)
+    insert(engine, cfg, [
+        row(usage={"input_tokens": 10, "output_tokens": 5}, id="dup"), row(usage={"input_tokens": -1, "output_tokens": 5}, id="dup"),
+        row(None, id=None), row(usage={"input_tokens": 1, "output_tokens": 1}, id=None), row(usage="absent", id="gone"),
+        row(usage={"input_tokens": 2, "output_tokens": 2}, id="fine"),
+    ])
+    window = partitions.window(partitions.build(cfg)["daily"], "daily", DAY)
+    raw = read_window(cfg, db_url, window.start, window.end)
+    digest = {(r["message_id"], r["user_id"], r["u_input_tokens"]): r["raw_digest"] for r in raw.iter_rows(named=True)}
+    assert len(set(digest.values())) == 6 and None not in digest.values()
+    run(engine, db_url, cfg)
+    assert _digests_by_reason(engine) == [
+        ("dup", "negative_tokens", digest[("dup", "alice", "-1")]),
+        ("gone", "missing_usage", digest[("gone", "alice", None)]),
+        (None, "missing_user_id", digest[(None, None, "10")]),
+    ]
+
+
+def test_a_row_changed_during_the_run_keeps_the_digest_of_the_row_read(engine, db_url, settings):
+    """The digests are computed in the read's own REPEATABLE READ snapshot: a row updated by another
+    session after the read still gets the digest of the values the run quarantined."""
+    cfg = configure(settings, engine)
+    insert(engine, cfg, [row(usage={"input_tokens": -5, "output_tokens": 1}, id="bad")])
+    window = partitions.window(partitions.build(cfg)["daily"], "daily", DAY)
+    before = read_window(cfg, db_url, window.start, window.end)["raw_digest"].to_list()
+    with open_window(cfg, db_url, window.start, window.end) as snapshot:
+        with engine.begin() as conn:  # another session, committed
+            conn.execute(sa.text("UPDATE raw_messages SET model = 'changed' WHERE id = 'bad'"))
+        assert snapshot.frame["model"].to_list() == ["claude-sonnet-4-20250514"]
+        assert snapshot.digests(pl.Series([0])).to_list() == before
+    after = read_window(cfg, db_url, window.start, window.end)["raw_digest"].to_list()
+    assert after != before
 
 
 def test_rows_without_created_at_are_quarantined_once(engine, db_url, settings, monkeypatch):

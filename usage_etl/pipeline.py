@@ -23,7 +23,7 @@ from usage_etl.frames import TOKEN_COLUMNS
 from usage_etl.normalize import QUARANTINE_SCHEMA, normalize
 from usage_etl.pricing.book import PriceBook, price_messages
 from usage_etl.sources import fingerprint
-from usage_etl.sources.postgres import RAW_DIGEST, raw_schema, read_arrow, read_window, source_name, window_query, with_digest
+from usage_etl.sources.postgres import RAW_DIGEST, open_window, raw_schema, read_arrow, source_name, window_query, with_digest
 
 
 class AuditFailed(RuntimeError):
@@ -164,9 +164,13 @@ def run_daily(
     and an ERROR rule that fails rolls the write back: the previous rows stay (see `Audit`).
     """
     src = settings.source_config
-    raw = read_window(settings, url, window.start, window.end)
-    norm = normalize(raw, src.tokens.semantics, src.status.error_values)
-    priced, over_bounds = _bounded(price_messages(norm.messages.lazy(), book), settings.timezone)
+    with open_window(settings, url, window.start, window.end) as snapshot:
+        raw = snapshot.frame  # raw_digest: the row's number, until resolved below
+        norm = normalize(raw, src.tokens.semantics, src.status.error_values)
+        priced, over_bounds = _bounded(price_messages(norm.messages.lazy(), book), settings.timezone)
+        quarantine = pl.concat([norm.quarantine, over_bounds])
+        # only the quarantined rows get their digest, computed in the read's snapshot
+        quarantine = quarantine.with_columns(snapshot.digests(quarantine[RAW_DIGEST]).alias(RAW_DIGEST))
     grain, dim_grain = pl.collect_all(
         [
             aggregate.conversation_day_grain(priced, settings.timezone, book.version),
@@ -174,9 +178,7 @@ def run_daily(
         ]
     )
     user, by_model, by_dim = _summaries(grain, dim_grain)
-    quarantine = pl.concat([norm.quarantine, over_bounds]).with_columns(
-        source=pl.lit(source_name(settings)), partition_key=pl.lit(window.partition_key)
-    )
+    quarantine = quarantine.with_columns(source=pl.lit(source_name(settings)), partition_key=pl.lit(window.partition_key))
     result = PartitionResult(window.partition_key, raw_rows=raw.height, rejected_rows=quarantine.height)
     result.grain_digest = provenance.frame_digest(grain)
     _fill_result(result, user)

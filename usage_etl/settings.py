@@ -286,7 +286,7 @@ class AutomationSettings(_EnvModel):
     | USAGE_ETL_BACKFILL_BATCH_SIZE | 30 | partitions per run in a backfill (0: whole range in one run) |
     | USAGE_ETL_RETRY_MAX | 3 | retries of a step after a transient database error |
     | USAGE_ETL_RETRY_DELAY_SECONDS | 30 | retry k waits (2^k - 1) x this, +- this (Dagster's exponential backoff: 30, 90, 210 s) |
-    | USAGE_ETL_PARTITION_WORKERS | 1 | partitions of one run processed at once (threads, one connection each) |
+    | USAGE_ETL_PARTITION_WORKERS | 2 | partitions of one run processed at once (threads, one connection each; memory grows with it) |
     | USAGE_ETL_ASSET_OWNERS | (none) | comma-separated owners shown in the Dagster catalog: e-mail addresses or `team:<name>` |
     """
 
@@ -297,7 +297,7 @@ class AutomationSettings(_EnvModel):
     batch_size: int = Field(30, ge=0, validation_alias="USAGE_ETL_BACKFILL_BATCH_SIZE")
     retry_max: int = Field(3, ge=0)
     retry_delay_seconds: float = Field(30.0, ge=0)
-    partition_workers: int = Field(1, ge=1)
+    partition_workers: int = Field(2, ge=1)
     asset_owners: str = ""
 
     _check_cron = field_validator("nightly_cron", "fresh_by_cron")(lambda cls, v: _cron(v))

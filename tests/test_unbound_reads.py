@@ -1,0 +1,60 @@
+"""Reads stream as binary COPY: their bind parameters travel through transaction-local settings
+(`sources.postgres.unbound`), so any value a configuration or a window can hold must arrive
+exactly as it would as a bind parameter, and never as SQL text."""
+
+from datetime import datetime, timedelta, timezone
+
+import polars as pl
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+from tests.bad_rows import DAY, configure, insert, row, source_table
+from usage_etl.defs import partitions
+from usage_etl.source_config import FieldRef
+from usage_etl.sources.postgres import compile_bound, open_window, read_arrow, unbound, window_query
+
+# Text PostgreSQL can hold: no NUL, no lone surrogate.
+text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
+offsets = st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
+instants = st.datetimes(datetime(1900, 1, 1), datetime(2200, 1, 1), timezones=offsets)
+FIXTURE_OK = hsettings(deadline=None, max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@FIXTURE_OK
+@given(value=text, at=instants, n=st.integers(-(2**63), 2**63 - 1))
+def test_values_round_trip_through_settings(db_url, value, at, n):
+    stmt = sa.select(
+        sa.bindparam("v", value, sa.Text).label("v"),
+        sa.bindparam("at", at, sa.DateTime(timezone=True)).label("at"),
+        sa.bindparam("n", n, sa.BigInteger).label("n"),
+    )
+    setter, query = unbound(stmt)
+    assert setter is not None and compile_bound(query)[1] == []  # the query itself has no parameter
+    got = read_arrow(db_url, stmt, {"v": pl.String(), "at": pl.Datetime("us", "UTC"), "n": pl.Int64()}).row(0)
+    assert got == (value, at.astimezone(timezone.utc), n)
+
+
+@FIXTURE_OK
+@given(key=text.filter(bool), value=text)
+def test_any_configured_key_name_reads_its_value(engine, db_url, settings, key, value):
+    """A breakdown read from metadata by an arbitrary key name (quotes, %, :, $1, unicode)."""
+    cfg = configure(settings, engine, team=False)
+    cfg = cfg.replace(source=cfg.source_config.model_copy(update={"breakdowns": {"k": FieldRef(column="metadata", path=(key,))}}))
+    with engine.begin() as conn:
+        conn.execute(sa.delete(source_table()))
+    insert(engine, cfg, [row(id="m", **{key: value}) if key != "usage" else row(id="m")])
+    window = partitions.window(partitions.build(cfg)["daily"], "daily", DAY)
+    with open_window(cfg, db_url, window.start, window.end) as snapshot:
+        got = snapshot.frame["dim_k"].to_list()
+    assert got == ([value] if key != "usage" else [None])
+
+
+def test_a_window_read_has_no_bind_parameter_but_an_in_list_keeps_them(settings):
+    start = datetime(2026, 3, 10, tzinfo=timezone.utc)
+    setter, query = unbound(window_query(settings, start, start + timedelta(days=1)))
+    sql, params = compile_bound(query)
+    assert params == [] and "current_setting" in sql and "2026-03-10" not in sql
+    assert len(compile_bound(setter)[1]) == sql.count("current_setting(")  # one setting per parameter
+    t = sa.table("t", sa.column("a"))
+    listed = sa.select(t.c.a).where(t.c.a.in_(["x", "y"]))
+    assert unbound(listed) == (None, listed)
