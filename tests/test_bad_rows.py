@@ -213,7 +213,7 @@ def test_a_row_changed_during_the_run_keeps_the_digest_of_the_row_read(engine, d
     with open_window(cfg, db_url, window.start, window.end) as snapshot:
         with engine.begin() as conn:  # another session, committed
             conn.execute(sa.text("UPDATE raw_messages SET model = 'changed' WHERE id = 'bad'"))
-        assert snapshot.frame["model"].to_list() == ["claude-sonnet-4-20250514"]
+        assert snapshot.rows(pl.Series([0]))["model"].to_list() == ["claude-sonnet-4-20250514"]
         assert snapshot.digests(pl.Series([0])).to_list() == before
     after = read_window(cfg, db_url, window.start, window.end)["raw_digest"].to_list()
     assert after != before

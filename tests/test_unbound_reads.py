@@ -45,7 +45,7 @@ def test_any_configured_key_name_reads_its_value(engine, db_url, settings, key, 
     insert(engine, cfg, [row(id="m", **{key: value}) if key != "usage" else row(id="m")])
     window = partitions.window(partitions.build(cfg)["daily"], "daily", DAY)
     with open_window(cfg, db_url, window.start, window.end) as snapshot:
-        got = snapshot.frame["dim_k"].to_list()
+        got = pl.concat(list(snapshot.frames()))["dim_k"].to_list()
     assert got == ([value] if key != "usage" else [None])
 
 

@@ -48,7 +48,7 @@ class _Unpublished(Exception):
 
 
 def _audit(
-    engine: sa.Engine, conn: sa.Connection, settings: Settings, window: store.Window, audit: Audit, result: PartitionResult, raw: pl.DataFrame | None = None
+    engine: sa.Engine, conn: sa.Connection, settings: Settings, window: store.Window, audit: Audit, result: PartitionResult, ids: pl.DataFrame | None = None
 ) -> None:
     """Evaluate the rules on `conn` (its uncommitted rows) into `result.audit`; raise _Unpublished
     when an ERROR rule failed. (Imported here: checks.runner loads Dagster's partition definitions,
@@ -57,8 +57,9 @@ def _audit(
 
     thresholds = audit.thresholds or runner.Thresholds.from_env()
     key = window.partition_key
-    # The duplicate-id rule counts the ids of the raw rows this run read, rather than scan them again.
-    dups = None if raw is None else {key: runner.duplicate_ids(raw, key)}
+    # The duplicate-id rule counts the ids of the raw rows this run read (`ids`: their message_id
+    # column), rather than scan them again.
+    dups = None if ids is None else {key: runner.duplicate_ids(ids, key)}
     found = runner.evaluate(
         engine, settings, window.period_type, [key], materialized_daily=audit.materialized_daily, thresholds=thresholds, connection=conn, duplicates=dups
     )
@@ -165,10 +166,16 @@ def run_daily(
     """
     src = settings.source_config
     with open_window(settings, url, window.start, window.end) as snapshot:
-        raw = snapshot.frame  # raw_digest: the row's number, until resolved below
-        norm = normalize(raw, src.tokens.semantics, src.status.error_values)
-        priced, over_bounds = _bounded(price_messages(norm.messages.lazy(), book), settings.timezone)
-        quarantine = pl.concat([norm.quarantine, over_bounds])
+        # normalized a slice at a time (its rules are row by row), so only the slice is a frame;
+        # raw_digest holds each row's number in the window until resolved below
+        parts = [normalize(raw, src.tokens.semantics, src.status.error_values) for raw in snapshot.frames()]
+        raw_rows, ids = snapshot.height, snapshot.message_ids()
+        messages = pl.concat([p.messages for p in parts], rechunk=False)
+        rejected = [p.quarantine for p in parts]
+        del parts
+        priced, over_bounds = _bounded(price_messages(messages.lazy(), book), settings.timezone)
+        del messages
+        quarantine = pl.concat([*rejected, over_bounds])
         # only the quarantined rows get their digest, computed in the read's snapshot
         quarantine = quarantine.with_columns(snapshot.digests(quarantine[RAW_DIGEST]).alias(RAW_DIGEST))
     grain, dim_grain = pl.collect_all(
@@ -179,7 +186,7 @@ def run_daily(
     )
     user, by_model, by_dim = _summaries(grain, dim_grain)
     quarantine = quarantine.with_columns(source=pl.lit(source_name(settings)), partition_key=pl.lit(window.partition_key))
-    result = PartitionResult(window.partition_key, raw_rows=raw.height, rejected_rows=quarantine.height)
+    result = PartitionResult(window.partition_key, raw_rows=raw_rows, rejected_rows=quarantine.height)
     result.grain_digest = provenance.frame_digest(grain)
     _fill_result(result, user)
     result.rejected_by_reason = dict(quarantine.group_by("reason").len().sort("reason").iter_rows())
@@ -197,7 +204,7 @@ def run_daily(
         store.replace_rows(conn, q, quarantine, (q.c.source == source_name(settings)) & (q.c.partition_key == window.partition_key))
         _write_summaries(conn, settings.schema, window, user, by_model, by_dim, result)
         if audit is not None:
-            _audit(engine, conn, settings, window, audit, result, raw)
+            _audit(engine, conn, settings, window, audit, result, ids)
     return result
 
 

@@ -320,29 +320,47 @@ class WindowSnapshot:
     """One window's raw rows read in a REPEATABLE READ, READ ONLY transaction on an ADBC connection
     (see `open_window`), and the `raw_digest` of any of them computed later in the same snapshot.
 
-    `frame`: `raw_schema(settings.source_config)` plus `raw_digest` (Int64) holding each row's
-    number in the frame (0, 1, …) until `digests` resolves it: hashing every row's text costs about
-    a third of the read's server time, and only quarantined rows need it.
+    The rows stay an Arrow table (`height` rows) and become Polars frames a slice at a time
+    (`frames`): a frame of short text columns costs about twice its Arrow table (a 16-byte view per
+    value on top of the Arrow buffers it points into), so a 1M-row window never exists twice.
+    Each frame has `raw_schema(settings.source_config)` plus `raw_digest` (Int64) holding the
+    row's number in the window (0, 1, …) until `digests` resolves it: hashing every row's text
+    costs about a quarter of the read, and only quarantined rows need it.
     """
 
     def __init__(self, conn: adbc.Connection, settings: Settings, start: datetime, end: datetime) -> None:
         self._conn, self._settings, self._start, self._end = conn, settings, start, end
         self.schema = raw_schema(settings.source_config)
-        table = _fetch(conn, window_query(settings, start, end), in_transaction=True)
-        frame = _to_frame(table, self.schema).with_row_index(RAW_DIGEST)
-        self.frame = frame.select(*self.schema, pl.col(RAW_DIGEST).cast(pl.Int64))
+        self._table = _fetch(conn, window_query(settings, start, end), in_transaction=True)
+        self.height = self._table.num_rows
+
+    def _frame(self, table: pa.Table) -> pl.DataFrame:
+        return _to_frame(table, {c: self.schema[c] for c in table.column_names})
+
+    def frames(self, rows: int = 250_000) -> Iterator[pl.DataFrame]:
+        """The window's rows as frames of at most `rows` rows, in order (one empty frame for an
+        empty window)."""
+        for offset in range(0, max(self.height, 1), rows):
+            frame = self._frame(self._table.slice(offset, rows)).with_row_index(RAW_DIGEST, offset=offset)
+            yield frame.select(*self.schema, pl.col(RAW_DIGEST).cast(pl.Int64))
+
+    def message_ids(self) -> pl.DataFrame:
+        """The `message_id` (String) of every row, in order."""
+        return self._frame(self._table.select(["message_id"]))
+
+    def rows(self, numbers: pl.Series) -> pl.DataFrame:
+        """The rows numbered `numbers` (`raw_schema` columns), in that order."""
+        return self._frame(self._table.take(pa.array(numbers.cast(pl.Int64).to_list() if numbers.len() else [], pa.int64())))
 
     def digests(self, rows: pl.Series) -> pl.Series:
-        """`raw_digest` (Int64) of the frame's rows numbered `rows`, in that order; null for a row
-        not found again (impossible within the snapshot, kept as a fallback: the reconciliation
-        then leaves out every copy of that message id).
+        """`raw_digest` (Int64) of the rows numbered `rows`, in that order; null for a row not
+        found again (impossible within the snapshot, kept as a fallback: the reconciliation then
+        leaves out every copy of that message id).
 
         One SELECT of the window's rows that share a message id with them (the ids bound as one
         JSON array parameter), joined back on every raw column."""
         cols = list(self.schema)
-        wanted = pl.DataFrame({"row": rows}, schema={"row": pl.Int64()}).join(
-            self.frame.rename({RAW_DIGEST: "row"}), on="row", how="left", maintain_order="left"
-        )
+        wanted = self.rows(rows)
         if wanted.height == 0:
             return pl.Series(RAW_DIGEST, [], dtype=pl.Int64)
         ids = wanted["message_id"].drop_nulls().unique().sort().to_list()
