@@ -38,6 +38,11 @@ from usage_etl.sources.postgres import TOKEN_SLOTS, raw_digest, source_table, wi
 # A whole number may read as "120.00" (a numeric column as text); no field at all is an empty list.
 _INT = r"[ \t\n\r]*-?[0-9]{1,18}(\.0*)?[ \t\n\r]*"  # ASCII only, as normalize
 _ALL_INTEGERS = rf"^({_INT}(,{_INT})*)?$"
+# Nearly every row holds plain digits only: this simpler pattern (with each field at most 18
+# characters) decides them about four times faster than the full one, and such a field casts
+# straight to bigint. It accepts a subset of what _ALL_INTEGERS accepts; other rows get the full test.
+_DIGITS = r"^([0-9]+(,[0-9]+)*)?$"
+_MAX_DIGITS = 18
 _DAY_FORMAT = "YYYY-MM-DD"  # = the daily partition key format
 
 
@@ -88,8 +93,12 @@ def expected_query(settings: Settings, start: Bound, end: Bound, first_day: str 
         .offset(0)
         .subquery("raw")
     )
-    integers = sa.func.concat_ws(",", *[raw.c[f] for f in fields]).regexp_match(_ALL_INTEGERS)
-    t = sa.select(raw, integers.label("ok")).offset(0).subquery("tested")  # the pattern once per row
+    joined = sa.func.concat_ws(",", *[raw.c[f] for f in fields])
+    longest = sa.func.coalesce(sa.func.greatest(*[sa.func.octet_length(raw.c[f]) for f in fields]), 0)
+    digits = sa.and_(joined.regexp_match(_DIGITS), longest <= _MAX_DIGITS)
+    fenced = sa.select(raw, digits.label("digits")).offset(0).subquery("digits")
+    integers = sa.or_(fenced.c.digits, sa.func.concat_ws(",", *[fenced.c[f] for f in fields]).regexp_match(_ALL_INTEGERS))
+    t = sa.select(fenced, integers.label("ok")).offset(0).subquery("tested")  # each pattern once per row
     # `auto` detects the provider per row; a configured semantics applies to every row.
     chat: sa.ColumnElement = sa.or_(t.c.u_prompt_tokens.is_not(None), t.c.u_completion_tokens.is_not(None))
     responses: sa.ColumnElement = sa.and_(~chat, sa.or_(t.c.u_input_cached_tokens.is_not(None), t.c.u_output_reasoning_tokens.is_not(None)))
@@ -103,7 +112,13 @@ def expected_query(settings: Settings, start: Bound, end: Bound, first_day: str 
             t.c.user_id,
             chat.label("chat"),
             responses.label("responses"),
-            *[sa.case((t.c.ok, sa.func.coalesce(sa.cast(sa.cast(t.c[f], sa.Numeric), sa.BigInteger), 0))).label(f) for f in fields],
+            *[
+                sa.case(
+                    (t.c.digits, sa.func.coalesce(sa.cast(t.c[f], sa.BigInteger), 0)),
+                    (t.c.ok, sa.func.coalesce(sa.cast(sa.cast(t.c[f], sa.Numeric), sa.BigInteger), 0)),
+                ).label(f)
+                for f in fields
+            ],
         )
         .where(t.c.ok)
         .offset(0)
@@ -123,8 +138,10 @@ def expected_query(settings: Settings, start: Bound, end: Bound, first_day: str 
         ),
     }
     # Counts above MAX_TOKENS_PER_FIELD are quarantined too (tokens_out_of_range).
-    in_range = [n.c[f] <= MAX_TOKENS_PER_FIELD for f in fields]
-    canon = sa.select(n.c.day, n.c.user_id, *[e.label(k) for k, e in tokens.items()]).where(*in_range).subquery("canon")
+    # One condition, not one per field: the planner then expects a fair share of the rows (not a
+    # single one) and hashes the groups instead of sorting every row.
+    in_range = sa.func.greatest(*[n.c[f] for f in fields]) <= MAX_TOKENS_PER_FIELD
+    canon = sa.select(n.c.day, n.c.user_id, *[e.label(k) for k, e in tokens.items()]).where(in_range).subquery("canon")
     total = canon.c.input_tokens + canon.c.cache_creation_input_tokens + canon.c.cache_read_input_tokens + canon.c.output_tokens
     sums = {**{k: canon.c[k] for k in tokens}, "total_tokens": total}
     return sa.select(
