@@ -22,7 +22,7 @@ import pyarrow as pa
 import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import BindParameter
 
@@ -350,24 +350,27 @@ class WindowSnapshot:
 
     def rows(self, numbers: pl.Series) -> pl.DataFrame:
         """The rows numbered `numbers` (`raw_schema` columns), in that order."""
-        return self._frame(self._table.take(pa.array(numbers.cast(pl.Int64).to_list() if numbers.len() else [], pa.int64())))
+        return self._frame(self._table.take(numbers.cast(pl.Int64).to_arrow()))
 
     def digests(self, rows: pl.Series) -> pl.Series:
         """`raw_digest` (Int64) of the rows numbered `rows`, in that order; null for a row not
         found again (impossible within the snapshot, kept as a fallback: the reconciliation then
         leaves out every copy of that message id).
 
-        One SELECT of the window's rows that share a message id with them (the ids bound as one
-        JSON array parameter), joined back on every raw column."""
+        One SELECT of the window's rows that share a created_at with them, joined back on every
+        raw column."""
         cols = list(self.schema)
         wanted = self.rows(rows)
         if wanted.height == 0:
             return pl.Series(RAW_DIGEST, [], dtype=pl.Int64)
-        ids = wanted["message_id"].drop_nulls().unique().sort().to_list()
+        # The window's rows at the same instants (the created_at index finds them; usually one or a
+        # few per instant), their instants bound as one array literal and parsed once in a scalar
+        # subquery (the outer cast of the same type makes ANY read it as an array, not a subquery).
+        times = wanted["created_at"].unique().sort().dt.to_string("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_list()
+        array = ARRAY(sa.TIMESTAMP(timezone=True))
+        instants = sa.select(sa.cast(sa.bindparam("times", "{" + ",".join(times) + "}"), array)).scalar_subquery()
         w = window_query(self._settings, self._start, self._end).subquery("w")
-        chosen = w.c.message_id.in_(sa.select(sa.func.jsonb_array_elements_text(sa.cast(sa.bindparam("ids", json.dumps(ids)), JSONB))))
-        if wanted["message_id"].null_count():
-            chosen = chosen | w.c.message_id.is_(None)
+        chosen = w.c.created_at == sa.any_(sa.cast(instants, array))
         rows_q = sa.select(w).where(chosen).offset(0).subquery("r")
         table = _fetch(self._conn, sa.select(rows_q, raw_digest(rows_q).label(RAW_DIGEST)), in_transaction=True)
         found = _to_frame(table, {**self.schema, RAW_DIGEST: pl.Int64()}).unique(subset=cols)
