@@ -2,7 +2,10 @@
 
 The SELECT is built from the source mapping (`source_config.SourceConfig`): plain columns, key
 paths inside json/jsonb columns or constants. Token fields are pulled out of JSON by the server,
-so only short text values cross the wire, and the result arrives over ADBC as Arrow: no Python loop over rows.
+so only short text values cross the wire, and the result arrives over ADBC as Arrow, streamed as
+binary COPY (`unbound`: the values reach the query through transaction-local settings, so the
+query itself has no parameter): no Python loop over rows. A daily run reads its window in one
+snapshot (`open_window`) and hashes only the rows it quarantines (`WindowSnapshot.digests`).
 Values stay text here on purpose: whether "12", "1.5", "-3" or "abc" is a valid token count is
 decided in `normalize.py`, where a bad value becomes a quarantine row instead of a failed query.
 """
@@ -10,7 +13,6 @@ decided in `normalize.py`, where a bad value becomes a quarantine row instead of
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
