@@ -298,7 +298,8 @@ class Baselines:
                 while day <= self.last:
                     w = _window(day, day + timedelta(days=1))
                     with open_window(settings, url, w["start"], w["end"]) as snapshot:
-                        del snapshot.frame
+                        for _ in snapshot.frames():  # into Polars, as a daily run does
+                            pass
                     day += timedelta(days=1)
 
         return timed(run)
