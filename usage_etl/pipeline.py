@@ -151,8 +151,9 @@ def _bounded(priced: pl.LazyFrame, timezone: str) -> tuple[pl.LazyFrame, pl.Data
     rejected = over.select(
         "message_id", "user_id", "created_at", pl.col("bound_reason").alias("reason"), pl.col("bound_detail").alias("detail"), RAW_DIGEST
     )
-    kept = checked.filter(pl.col("bound_reason").is_null()).drop("bound_reason", "bound_detail")
-    return kept.lazy(), rejected.cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
+    # (nearly every day has no such user-day: then no filtered copy of the whole frame)
+    kept = checked.filter(pl.col("bound_reason").is_null()) if over.height else checked
+    return kept.drop("bound_reason", "bound_detail").lazy(), rejected.cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
 
 
 def run_daily(
@@ -168,7 +169,7 @@ def run_daily(
     with open_window(settings, url, window.start, window.end) as snapshot:
         # normalized a slice at a time (its rules are row by row), so only the slice is a frame;
         # raw_digest holds each row's number in the window until resolved below
-        parts = [normalize(raw, src.tokens.semantics, src.status.error_values) for raw in snapshot.frames()]
+        parts = [normalize(raw, src.tokens.semantics, src.status.error_values) for raw in snapshot.frames(rows=100_000)]
         raw_rows, ids = snapshot.height, snapshot.message_ids()
         messages = pl.concat([p.messages for p in parts], rechunk=False)
         rejected = [p.quarantine for p in parts]
