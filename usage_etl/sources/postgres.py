@@ -182,14 +182,16 @@ def libpq_uri(url: sa.URL) -> str:
 _SHARED: dict[tuple[int, str], adbc.Connection] | None = None
 _SHARED_DEPTH = 0
 _SHARED_LOCK = threading.Lock()
+# Connections (by id) holding an `open_window` snapshot's transaction.
+_IN_SNAPSHOT: set[int] = set()
 
 
 @contextmanager
 def shared_connections() -> Iterator[None]:
     """Within this context (e.g. one run over many partitions), `read_arrow` reuses an ADBC
     connection per thread and database instead of opening one per read; all are closed when the
-    outermost context exits. Each read is its own autocommit statement, so no snapshot or lock is
-    held between reads."""
+    outermost context exits. A read is its own transaction (`read_arrow`) or an `open_window`
+    snapshot, so no snapshot or lock is held between reads."""
     global _SHARED, _SHARED_DEPTH
     with _SHARED_LOCK:
         _SHARED_DEPTH += 1
@@ -212,35 +214,50 @@ def shared_connections() -> Iterator[None]:
 # small parameterized statement, and the query reads each once, in an InitPlan
 # (`(SELECT current_setting('usage_etl.p1'))::type`): still no value in the SQL text.
 _SETTING = "usage_etl.p{}"
-_TYPED = (sa.DateTime, sa.Date, sa.Integer, sa.Numeric, sa.Boolean)
-
-
-def _setting_text(value: object) -> str:
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()  # with its UTC offset when tz-aware: exact
-    if isinstance(value, (str, int, float, Decimal, bool)):
-        return str(value)
-    raise TypeError(f"cannot pass a {type(value).__name__} parameter through a setting")
+def _as_setting(bind: BindParameter) -> tuple[str | None, sa.types.TypeEngine] | None:
+    """(text of the value, or None for NULL; the SQL type it is cast back to), or None when the
+    value cannot make the round trip exactly (the statement then keeps its parameters)."""
+    value, kind = bind.effective_value, bind.type
+    if value is None:
+        return None, kind if isinstance(kind, (sa.DateTime, sa.Date, sa.Integer, sa.Numeric, sa.Boolean)) else sa.Text()
+    if isinstance(value, bool):
+        return ("true" if value else "false", sa.Boolean()) if isinstance(kind, sa.Boolean) else None
+    if isinstance(value, datetime):
+        aware = value.tzinfo is not None and value.utcoffset() is not None
+        # the value's own offset, exact; a naive value only for a column without a time zone
+        return (value.isoformat(), kind) if isinstance(kind, sa.DateTime) and aware == bool(kind.timezone) else None
+    if isinstance(value, date):
+        return (value.isoformat(), kind) if isinstance(kind, sa.Date) else None
+    if isinstance(value, int):
+        return (str(value), sa.BigInteger()) if isinstance(kind, sa.Integer) else None  # bigint: any int64
+    if isinstance(value, Decimal):
+        return (str(value), sa.Numeric()) if isinstance(kind, sa.Numeric) and value.is_finite() else None
+    if isinstance(value, str) and not isinstance(kind, (sa.DateTime, sa.Date, sa.Integer, sa.Numeric, sa.Boolean, sa.Enum)):
+        return value, sa.Text()  # text, and the key types of JSON paths
+    return None
 
 
 def unbound(stmt: sa.ClauseElement) -> tuple[sa.Select | None, sa.ClauseElement]:
     """(setter, query): `query` is `stmt` with each bind parameter replaced by its value read back
     from a transaction-local setting, `setter` the SELECT of `set_config` calls (its values bound as
-    text parameters) to run first in the same transaction; (None, stmt) when `stmt` has no
-    parameters or an expanding one (an IN list), which keeps the parameterized read."""
+    text parameters) to run first in the same transaction. (None, stmt) when `stmt` has no
+    parameters, an expanding one (an IN list) or one whose value would not come back exactly
+    (see `_as_setting`): such a statement keeps its parameters."""
     binds = [b for b in visitors.iterate(stmt) if isinstance(b, BindParameter)]
     if not binds or any(b.expanding for b in binds):
+        return None, stmt
+    converted = {id(b): _as_setting(b) for b in binds}
+    if any(c is None for c in converted.values()):
         return None, stmt
     values: list[str] = []
 
     def replace(element: object) -> sa.ColumnElement | None:
         if not isinstance(element, BindParameter):
             return None
-        value = element.effective_value
-        kind = element.type if isinstance(element.type, _TYPED) else sa.Text()
-        if value is None:
+        text, kind = converted.get(id(element)) or _as_setting(element) or (None, sa.Text())
+        if text is None:
             return sa.cast(sa.null(), kind)
-        values.append(_setting_text(value))
+        values.append(text)
         name = sa.literal_column("'" + _SETTING.format(len(values)) + "'")  # our own constant name
         return sa.cast(sa.select(sa.func.current_setting(name)).scalar_subquery(), kind)
 
@@ -278,11 +295,11 @@ def _connection(uri: str) -> Iterator[adbc.Connection]:
     """This thread's shared ADBC connection inside `shared_connections()` (dropped if a statement
     fails: it is in an unknown state), else a new one closed on exit. Autocommit either way."""
     shared = _SHARED
-    if shared is None:
+    key = (threading.get_ident(), uri)
+    if shared is None or id(shared.get(key)) in _IN_SNAPSHOT:  # never inside another's snapshot
         with adbc.connect(uri, autocommit=True) as conn:
             yield conn
         return
-    key = (threading.get_ident(), uri)
     conn = shared.get(key)
     if conn is None:
         conn = shared[key] = adbc.connect(uri, autocommit=True)
@@ -340,8 +357,10 @@ class WindowSnapshot:
         return _to_frame(table, {c: self.schema[c] for c in table.column_names})
 
     def frames(self, rows: int = 250_000) -> Iterator[pl.DataFrame]:
-        """The window's rows as frames of at most `rows` rows, in order (one empty frame for an
-        empty window)."""
+        """The window's rows as frames of at most `rows` (>= 1, else ValueError) rows, in order
+        (one empty frame for an empty window)."""
+        if rows < 1:
+            raise ValueError(f"rows must be at least 1, not {rows}")
         for offset in range(0, max(self.height, 1), rows):
             frame = self._frame(self._table.slice(offset, rows)).with_row_index(RAW_DIGEST, offset=offset)
             yield frame.select(*self.schema, pl.col(RAW_DIGEST).cast(pl.Int64))
@@ -351,13 +370,14 @@ class WindowSnapshot:
         return self._frame(self._table.select(["message_id"]))
 
     def rows(self, numbers: pl.Series) -> pl.DataFrame:
-        """The rows numbered `numbers` (`raw_schema` columns), in that order."""
+        """The rows numbered `numbers` (`raw_schema` columns), in that order; a number outside
+        0 <= n < `height` raises pyarrow's IndexError."""
         return self._frame(self._table.take(numbers.cast(pl.Int64).to_arrow()))
 
     def digests(self, rows: pl.Series) -> pl.Series:
-        """`raw_digest` (Int64) of the rows numbered `rows`, in that order; null for a row not
-        found again (impossible within the snapshot, kept as a fallback: the reconciliation then
-        leaves out every copy of that message id).
+        """`raw_digest` (Int64) of the rows numbered `rows` (0 <= n < `height`; pyarrow raises
+        IndexError otherwise), in that order. Within the snapshot every row is found again; a null
+        would mean it was not.
 
         One SELECT of the window's rows that share a created_at with them, joined back on every
         raw column."""
@@ -365,14 +385,14 @@ class WindowSnapshot:
         wanted = self.rows(rows)
         if wanted.height == 0:
             return pl.Series(RAW_DIGEST, [], dtype=pl.Int64)
-        # The window's rows at the same instants (the created_at index finds them; usually one or a
-        # few per instant), their instants bound as one array literal and parsed once in a scalar
-        # subquery (the outer cast of the same type makes ANY read it as an array, not a subquery).
+        # The window's rows at the same instants (usually one or a few per instant), their instants
+        # bound as one array literal: `IN (SELECT unnest(…))` is a semi join, so the created_at
+        # index is probed per instant, or without the index the instants are hashed (never a
+        # comparison of every row with every instant).
         times = wanted["created_at"].unique().sort().dt.to_string("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_list()
-        array = ARRAY(sa.TIMESTAMP(timezone=True))
-        instants = sa.select(sa.cast(sa.bindparam("times", "{" + ",".join(times) + "}"), array)).scalar_subquery()
+        instants = sa.cast(sa.bindparam("times", "{" + ",".join(times) + "}"), ARRAY(sa.TIMESTAMP(timezone=True)))
         w = window_query(self._settings, self._start, self._end).subquery("w")
-        chosen = w.c.created_at == sa.any_(sa.cast(instants, array))
+        chosen = w.c.created_at.in_(sa.select(sa.func.unnest(instants)))
         rows_q = sa.select(w).where(chosen).offset(0).subquery("r")
         table = _fetch(self._conn, sa.select(rows_q, raw_digest(rows_q).label(RAW_DIGEST)), in_transaction=True)
         found = _to_frame(table, {**self.schema, RAW_DIGEST: pl.Int64()}).unique(subset=cols)
@@ -381,13 +401,21 @@ class WindowSnapshot:
 
 @contextmanager
 def open_window(settings: Settings, url: sa.URL, start: datetime, end: datetime) -> Iterator[WindowSnapshot]:
-    """Read the raw rows of `start <= time < end` into a `WindowSnapshot`, whose `digests` stay
-    consistent with the rows read until the context exits (the snapshot's transaction is then
-    committed; it holds no lock but the rows' snapshot). On this thread's shared connection inside
-    `shared_connections()`."""
+    """Read the raw rows of `start <= time < end` (tz-aware instants) into a `WindowSnapshot`,
+    whose `digests` stay consistent with the rows read until the context exits; the read-only
+    transaction is then rolled back (it holds no lock, only the rows' snapshot). On this thread's
+    shared connection inside `shared_connections()` (dropped if anything fails); other reads of
+    this thread meanwhile use a connection of their own, so they cannot end the snapshot."""
     with _connection(libpq_uri(url)) as conn:
         _execute(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        _IN_SNAPSHOT.add(id(conn))
         try:
             yield WindowSnapshot(conn, settings, start, end)
-        finally:
+        except BaseException:
+            with contextlib.suppress(Exception):  # the error that matters is the one raised
+                _execute(conn, "ROLLBACK")
+            raise
+        else:
             _execute(conn, "ROLLBACK")  # read only: nothing to keep
+        finally:
+            _IN_SNAPSHOT.discard(id(conn))
