@@ -237,34 +237,41 @@ def _as_setting(bind: BindParameter) -> tuple[str | None, sa.types.TypeEngine] |
     return None
 
 
+class _KeepParameters(Exception):
+    pass
+
+
+def _setting_name(i: int) -> sa.ColumnElement:
+    return sa.literal_column("'" + _SETTING.format(i) + "'")  # our own constant name, not a value
+
+
 def unbound(stmt: sa.ClauseElement) -> tuple[sa.Select | None, sa.ClauseElement]:
     """(setter, query): `query` is `stmt` with each bind parameter replaced by its value read back
     from a transaction-local setting, `setter` the SELECT of `set_config` calls (its values bound as
     text parameters) to run first in the same transaction. (None, stmt) when `stmt` has no
     parameters, an expanding one (an IN list) or one whose value would not come back exactly
     (see `_as_setting`): such a statement keeps its parameters."""
-    binds = [b for b in visitors.iterate(stmt) if isinstance(b, BindParameter)]
-    if not binds or any(b.expanding for b in binds):
-        return None, stmt
-    converted = {id(b): _as_setting(b) for b in binds}
-    if any(c is None for c in converted.values()):
-        return None, stmt
     values: list[str] = []
 
     def replace(element: object) -> sa.ColumnElement | None:
         if not isinstance(element, BindParameter):
             return None
-        text, kind = converted.get(id(element)) or _as_setting(element) or (None, sa.Text())
+        setting = None if element.expanding else _as_setting(element)
+        if setting is None:
+            raise _KeepParameters
+        text, kind = setting
         if text is None:
             return sa.cast(sa.null(), kind)
         values.append(text)
-        name = sa.literal_column("'" + _SETTING.format(len(values)) + "'")  # our own constant name
-        return sa.cast(sa.select(sa.func.current_setting(name)).scalar_subquery(), kind)
+        return sa.cast(sa.select(sa.func.current_setting(_setting_name(len(values)))).scalar_subquery(), kind)
 
-    query = visitors.replacement_traverse(stmt, {}, replace)
-    setter = sa.select(
-        *[sa.func.set_config(sa.literal_column("'" + _SETTING.format(i) + "'"), sa.bindparam(f"v{i}", v, sa.Text), sa.true()) for i, v in enumerate(values, 1)]
-    )
+    try:
+        query = visitors.replacement_traverse(stmt, {}, replace)
+    except _KeepParameters:
+        return None, stmt
+    if not values:
+        return None, stmt
+    setter = sa.select(*[sa.func.set_config(_setting_name(i), sa.bindparam(f"v{i}", v, sa.Text), sa.true()) for i, v in enumerate(values, 1)])
     return setter, query
 
 
