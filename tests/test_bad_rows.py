@@ -174,6 +174,20 @@ def test_duplicate_id_with_one_bad_copy_reconciles(engine, db_url, settings):
     assert not verdicts(engine, cfg)["no_duplicate_raw_rows"].passed  # still reported (WARN)
     week = run(engine, db_url, cfg, "weekly", "2026-03-09")
     assert week.messages == 4
+    # The audit's figures, computed in the read's snapshot minus the run's quarantine, equal those
+    # of `usage-etl check` (minus the quarantine table), with or without the NULL-id row's digest.
+    window = partitions.window(partitions.build(cfg)["daily"], "daily", DAY)
+    q = pl.DataFrame([(r["message_id"], r["raw_digest"]) for r in rows_of(engine, "usage_quarantine")], schema=["message_id", "raw_digest"], orient="row")
+    cols = ["day", "user_id", "message_count", "input_tokens", "output_tokens", "total_tokens"]
+    with engine.connect() as conn:
+        stmt = runner.expected_query(cfg, window.start, window.end, DAY, "2026-03-11")
+        from_table = pl.DataFrame([tuple(x) for x in conn.execute(stmt)], schema=list(stmt.selected_columns.keys()), orient="row")
+    assert from_table.select(cols).rows() == [(DAY, "alice", 4, 17, 8, 25)]
+    with open_window(cfg, db_url, window.start, window.end) as snapshot:
+        assert runner.expected_in_snapshot(snapshot, cfg, window, q).select(cols).rows() == [(DAY, "alice", 4, 17, 8, 25)]
+        assert q["raw_digest"].null_count() == 0  # rows quarantined before digests existed match by id:
+        legacy = q.with_columns(raw_digest=pl.when(pl.col("message_id") == "dup").then(None).otherwise(pl.col("raw_digest")))
+        assert runner.expected_in_snapshot(snapshot, cfg, window, legacy).select(cols).rows() == [(DAY, "alice", 3, 7, 3, 10)]
 
 
 def _digests_by_reason(engine) -> list[tuple]:

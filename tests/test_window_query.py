@@ -43,7 +43,7 @@ def test_quoted_identifiers_json_paths_and_constants(engine, db_url) -> None:
 
 def test_a_snapshot_gives_every_row_once_in_numbered_slices(engine, db_url) -> None:
     """`open_window` reads once; `frames` slices the rows, numbering them 0.. across slices, and
-    `rows` and `message_ids` give the same rows back by number."""
+    `rows` and `versions` give the same rows back by number."""
     cfg = configure(Settings(database_url=db_url.render_as_string(hide_password=False)), engine)
     insert(engine, cfg, [row(f"u{i}", id=f"m{i}") for i in range(5)])
     window = partitions.window(partitions.build(cfg)["daily"], "daily", DAY)
@@ -56,7 +56,7 @@ def test_a_snapshot_gives_every_row_once_in_numbered_slices(engine, db_url) -> N
         assert all(m == f"m{u[1:]}" for m, u in by_number.values())
         picked = snapshot.rows(pl.Series([4, 0]))
         assert picked.select("message_id", "user_id").rows() == [by_number[4], by_number[0]]
-        assert snapshot.message_ids()["message_id"].to_list() == [by_number[i][0] for i in range(5)]
+        assert snapshot.versions()["message_id"].to_list() == [by_number[i][0] for i in range(5)]
     empty = partitions.window(partitions.build(cfg)["daily"], "daily", "2026-03-11")
     with open_window(cfg, db_url, empty.start, empty.end) as snapshot:
         [only] = list(snapshot.frames())

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -23,7 +22,7 @@ from usage_etl.frames import TOKEN_COLUMNS
 from usage_etl.normalize import QUARANTINE_SCHEMA, normalize
 from usage_etl.pricing.book import PriceBook, price_messages
 from usage_etl.sources import fingerprint
-from usage_etl.sources.postgres import RAW_DIGEST, open_window, raw_schema, read_arrow, source_name, window_query, with_digest
+from usage_etl.sources.postgres import RAW_DIGEST, WindowSnapshot, open_window, raw_schema, read_arrow, source_name, window_query, with_digest
 
 
 class AuditFailed(RuntimeError):
@@ -48,7 +47,14 @@ class _Unpublished(Exception):
 
 
 def _audit(
-    engine: sa.Engine, conn: sa.Connection, settings: Settings, window: store.Window, audit: Audit, result: PartitionResult, ids: pl.DataFrame | None = None
+    engine: sa.Engine,
+    conn: sa.Connection,
+    settings: Settings,
+    window: store.Window,
+    audit: Audit,
+    result: PartitionResult,
+    ids: pl.DataFrame | None = None,
+    expected: pl.DataFrame | None = None,
 ) -> None:
     """Evaluate the rules on `conn` (its uncommitted rows) into `result.audit`; raise _Unpublished
     when an ERROR rule failed. (Imported here: checks.runner loads Dagster's partition definitions,
@@ -58,10 +64,19 @@ def _audit(
     thresholds = audit.thresholds or runner.Thresholds.from_env()
     key = window.partition_key
     # The duplicate-id rule counts the ids of the raw rows this run read (`ids`: their message_id
-    # column), rather than scan them again.
+    # column), rather than scan them again; the reconciliation takes the figures computed in the
+    # read's snapshot (`expected`).
     dups = None if ids is None else {key: runner.duplicate_ids(ids, key)}
     found = runner.evaluate(
-        engine, settings, window.period_type, [key], materialized_daily=audit.materialized_daily, thresholds=thresholds, connection=conn, duplicates=dups
+        engine,
+        settings,
+        window.period_type,
+        [key],
+        materialized_daily=audit.materialized_daily,
+        thresholds=thresholds,
+        connection=conn,
+        duplicates=dups,
+        expected=None if expected is None else {key: expected},
     )
     result.audit = found[key]
     failed = runner.failed_errors({window.period_type: found})
@@ -156,21 +171,37 @@ def _bounded(priced: pl.LazyFrame, timezone: str) -> tuple[pl.LazyFrame, pl.Data
     return kept.drop("bound_reason", "bound_detail").lazy(), rejected.cast(QUARANTINE_SCHEMA)  # type: ignore[arg-type]
 
 
+def _expected(snapshot: WindowSnapshot, settings: Settings, window: store.Window, quarantine: pl.DataFrame) -> pl.DataFrame:
+    from usage_etl.checks import runner  # see _audit
+
+    return runner.expected_in_snapshot(snapshot, settings, window, quarantine)
+
+
 def run_daily(
-    engine: sa.Engine, url: sa.URL, settings: Settings, book: PriceBook, window: store.Window, *, audit: Audit | None = Audit()
+    engine: sa.Engine,
+    url: sa.URL,
+    settings: Settings,
+    book: PriceBook,
+    window: store.Window,
+    *,
+    audit: Audit | None = Audit(),
+    record_fingerprint: bool = False,
 ) -> PartitionResult:
     """Materialize one daily window atomically: summaries, by-model and by-dimension rows, both
     grains and quarantine. The source is read and normalized as `settings.source_config` says.
 
     With `audit` (default: on, raising), the integrity rules run on the written rows before commit,
     and an ERROR rule that fails rolls the write back: the previous rows stay (see `Audit`).
+    `record_fingerprint`: also record the late-data fingerprint of the rows read
+    (`fingerprint.of_rows`), in the same transaction, so it is committed with them or not at all.
     """
     src = settings.source_config
     with open_window(settings, url, window.start, window.end) as snapshot:
         # normalized a slice at a time (its rules are row by row), so only the slice is a frame;
         # raw_digest holds each row's number in the window until resolved below
         parts = [normalize(raw, src.tokens.semantics, src.status.error_values) for raw in snapshot.frames(rows=100_000)]
-        raw_rows, ids = snapshot.height, snapshot.message_ids()
+        raw_rows, versions = snapshot.height, snapshot.versions()
+        ids = versions.select("message_id")
         messages = pl.concat([p.messages for p in parts], rechunk=False)
         rejected = [p.quarantine for p in parts]
         del parts
@@ -179,6 +210,8 @@ def run_daily(
         quarantine = pl.concat([*rejected, over_bounds])
         # only the quarantined rows get their digest, computed in the read's snapshot
         quarantine = quarantine.with_columns(snapshot.digests(quarantine[RAW_DIGEST]).alias(RAW_DIGEST))
+        # the reconciliation's independent figures, over exactly the rows read
+        expected = None if audit is None else _expected(snapshot, settings, window, quarantine)
     grain, dim_grain = pl.collect_all(
         [
             aggregate.conversation_day_grain(priced, settings.timezone, book.version),
@@ -205,7 +238,9 @@ def run_daily(
         store.replace_rows(conn, q, quarantine, (q.c.source == source_name(settings)) & (q.c.partition_key == window.partition_key))
         _write_summaries(conn, settings.schema, window, user, by_model, by_dim, result)
         if audit is not None:
-            _audit(engine, conn, settings, window, audit, result, ids)
+            _audit(engine, conn, settings, window, audit, result, ids, expected)
+        if record_fingerprint:
+            fingerprint.record(conn, settings, d0, fingerprint.of_rows(d0, versions))
     return result
 
 
@@ -293,22 +328,18 @@ def run_rollup(engine: sa.Engine, url: sa.URL, settings: Settings, window: store
 def materialize_day(
     engine: sa.Engine, url: sa.URL, settings: Settings, book: PriceBook, window: store.Window, *, audit: Audit | None = Audit()
 ) -> PartitionResult:
-    """`run_daily`, recording the raw window's fingerprint as of just before the read.
+    """`run_daily`, recording the late-data fingerprint of the rows it read with the rows it wrote
+    (an unpublished run records nothing: the day stays "changed since materialized").
 
-    Two runs of one day serialize on a session advisory lock around fingerprint, run and record, so
-    the recorded fingerprint always belongs to the rows last written.
+    Two runs of one day serialize on a session advisory lock around the whole run, so the second
+    reads what the first committed instead of computing the same day alongside it.
     """
     day = window.start.date()
     with engine.connect() as conn:
         conn.execute(sa.select(sa.func.pg_advisory_lock(fingerprint.lock_key(settings, day))))
         conn.commit()  # the session lock outlives the transaction; no snapshot is held meanwhile
         try:
-            fp = fingerprint.current_fingerprints(conn, settings, day, day + timedelta(days=1))
-            conn.commit()
-            result = run_daily(engine, url, settings, book, window, audit=audit)
-            if result.published:  # else the day stays "changed since materialized"
-                fingerprint.record(conn, settings, day, fp)
-            conn.commit()
+            result = run_daily(engine, url, settings, book, window, audit=audit, record_fingerprint=True)
         finally:
             if not conn.invalidated:  # a lost connection has released its session lock already
                 conn.rollback()

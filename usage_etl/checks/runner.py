@@ -11,18 +11,22 @@ source (the same window SELECT as the pipeline, `sources.postgres.window_query`)
 provider token semantics itself, server side, and drops the partition's quarantined rows (matched
 by `raw_digest`, so another copy of a quarantined id still counts). It shares no Polars code with
 the summaries it checks. `evaluate(..., connection=)` also runs inside a write transaction: the
-pipeline audits a partition's rows there before it commits them.
+pipeline audits a partition's rows there before it commits them, against expected figures it
+computed in the snapshot it read the rows in (`expected_in_snapshot`), so rows arriving during
+the run cannot fail the audit.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 import polars as pl
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 
 from usage_etl import store
 from usage_etl.checks import rules as checks
@@ -30,7 +34,7 @@ from usage_etl.checks.rules import CheckOutcome
 from usage_etl.settings import Settings, Thresholds
 from usage_etl.sources.postgres import source_name
 from usage_etl.frames import MAX_TOKENS_PER_FIELD, WHITESPACE
-from usage_etl.sources.postgres import TOKEN_SLOTS, raw_digest, source_table, window_query
+from usage_etl.sources.postgres import TOKEN_SLOTS, WindowSnapshot, raw_digest, source_table, window_query
 
 # Rows whose token fields are not all integer literals were quarantined by the pipeline; testing
 # them again here (one pattern over all fields of the row) keeps this query from failing on a day
@@ -54,11 +58,29 @@ def _local_date(settings: Settings, ts: sa.ColumnElement) -> sa.ColumnElement:
 Bound = datetime | sa.BindParameter  # a value, or a bind parameter of a statement built once
 
 
-def expected_query(settings: Settings, start: Bound, end: Bound, first_day: str | sa.BindParameter, end_day: str | sa.BindParameter) -> sa.Select:
+Quarantined = tuple[list[str], list[int], list[str]]  # (message ids, raw digests, ids of rows without a digest)
+
+
+def _json_array(values: list) -> sa.Select:
+    """The rows of one bound JSON array, as text (the values of an IN list bound as one parameter)."""
+    return sa.select(sa.func.jsonb_array_elements_text(sa.cast(sa.bindparam(None, json.dumps(values), sa.Text), JSONB)))
+
+
+def expected_query(
+    settings: Settings,
+    start: Bound,
+    end: Bound,
+    first_day: str | sa.BindParameter,
+    end_day: str | sa.BindParameter,
+    *,
+    quarantined: Quarantined | None = None,
+) -> sa.Select:
     """Per (day, user) over raw rows with start <= created_at < end, minus the rows quarantined
     for days in [first_day, end_day) (ISO dates, the same window; matched by raw digest): day (text
     partition key), user_id (trimmed like normalize does), message_count and the token sums of
-    `checks.RECONCILED`.
+    `checks.RECONCILED`. `quarantined`: the quarantined rows given as (message ids, raw digests,
+    ids of rows without a digest) instead of read from the quarantine table (a run audits its rows
+    against the snapshot it read, before its quarantine is written).
 
     Token semantics (docs/architecture.md, "Canonical frame"), written in SQL: OpenAI chat (prompt/completion present) ->
     input = prompt - cached, cache_read = cached, output = completion, reasoning from its details;
@@ -76,10 +98,15 @@ def expected_query(settings: Settings, start: Bound, end: Bound, first_day: str 
     # one is left out. The digest is computed only for rows whose id is quarantined (or null): the
     # NOT IN lookups run hashed over the small quarantine; NULL ids are left out of them, or NOT IN
     # would match nothing. Rows quarantined before raw_digest existed are matched by id.
-    quarantined_ids = sa.select(q.c.message_id).where(in_window, q.c.message_id.is_not(None))
-    digests = sa.select(q.c.raw_digest).where(in_window, q.c.raw_digest.is_not(None))
-    legacy_ids = quarantined_ids.where(q.c.raw_digest.is_(None))
-    quarantined = sa.or_(
+    if quarantined is None:
+        quarantined_ids: sa.Select = sa.select(q.c.message_id).where(in_window, q.c.message_id.is_not(None))
+        digests: sa.Select = sa.select(q.c.raw_digest).where(in_window, q.c.raw_digest.is_not(None))
+        legacy_ids = quarantined_ids.where(q.c.raw_digest.is_(None))
+    else:
+        ids, hashes, legacy = quarantined
+        quarantined_ids, legacy_ids = _json_array(ids), _json_array(legacy)
+        digests = sa.select(sa.cast(_json_array(hashes).subquery().c[0], sa.BigInteger))
+    excluded = sa.or_(
         w.c.message_id.in_(legacy_ids),
         sa.case((sa.or_(w.c.message_id.is_(None), w.c.message_id.in_(quarantined_ids)), raw_digest(w).in_(digests)), else_=False),
     )
@@ -89,7 +116,7 @@ def expected_query(settings: Settings, start: Bound, end: Bound, first_day: str 
     # 5M rows took 38 s, with its sort of wide rows spilling to disk, against ~10 s fenced).
     raw = (
         sa.select(_local_date(settings, w.c.created_at).label("day"), user.label("user_id"), *[w.c[f] for f in fields])
-        .where(~quarantined)
+        .where(~excluded)
         .offset(0)
         .subquery("raw")
     )
@@ -150,6 +177,23 @@ def expected_query(settings: Settings, start: Bound, end: Bound, first_day: str 
         sa.func.count().label("message_count"),
         *[sa.cast(sa.func.sum(e), sa.BigInteger).label(k) for k, e in sums.items()],
     ).group_by(canon.c.day, canon.c.user_id)
+
+
+def expected_in_snapshot(snapshot: WindowSnapshot, settings: Settings, window: store.Window, quarantine: pl.DataFrame) -> pl.DataFrame:
+    """`expected_query` of one daily window run in the snapshot its rows were read in, minus
+    `quarantine` (the run's quarantine rows: message_id, raw_digest), so the reconciliation
+    compares the run's summaries with exactly the raw rows it read, even if rows arrive or change
+    meanwhile. Day (String) and `checks.EXPECTED_SCHEMA` columns."""
+    with_digest = quarantine.filter(pl.col("raw_digest").is_not_null())
+    without = quarantine.filter(pl.col("raw_digest").is_null())["message_id"].drop_nulls()
+    excluded: Quarantined = (
+        with_digest["message_id"].drop_nulls().unique().sort().to_list(),
+        with_digest["raw_digest"].unique().sort().to_list(),
+        without.unique().sort().to_list(),
+    )
+    d0, d1 = (d.isoformat() for d in window.days)
+    stmt = expected_query(settings, window.start, window.end, d0, d1, quarantined=excluded)
+    return snapshot.query(stmt, {**_DAY_SCHEMA, **checks.EXPECTED_SCHEMA})
 
 
 def _summary_table(settings: Settings, by_model: bool) -> sa.TableClause:
@@ -280,6 +324,7 @@ def evaluate(
     now: datetime | None = None,
     connection: sa.Connection | None = None,
     duplicates: Mapping[str, pl.DataFrame] | None = None,
+    expected: Mapping[str, pl.DataFrame] | None = None,
 ) -> dict[str, list[CheckOutcome]]:
     """Evaluate `checks.rules_for(period_type)` on each partition key; outcomes in RULES order.
 
@@ -287,7 +332,9 @@ def evaluate(
     the time that decides the latest complete day (default: now). `connection`: read over it (e.g.
     inside the write transaction, to check rows before they are committed) instead of the engine's pool.
     `duplicates` (daily only): per partition key, its repeated message ids (`duplicate_ids` of the
-    raw rows already read) instead of the duplicate-id query over the raw source.
+    raw rows already read) instead of the duplicate-id query over the raw source; `expected` (daily
+    only): per partition key, the reconciliation's expected figures (`expected_in_snapshot`)
+    instead of `expected_query` over the raw source now.
     """
     if not keys:
         return {}
@@ -300,10 +347,12 @@ def evaluate(
         found = {
             name: _assign(_read(conn, stmt, schema, params), wf, by_day="day" in schema)
             for name, (stmt, schema) in _statements(settings, period_type).items()
-            if not (name == "dups" and duplicates is not None)
+            if not (name == "dups" and duplicates is not None) and not (name == "expected" and expected is not None)
         }
     if duplicates is not None:
         found["dups"] = {k: duplicates[k] for k in keys}
+    if expected is not None:
+        found["expected"] = {k: expected[k] for k in keys}
     rows, by_model, rejected = found["rows"], found["by_model"], found["rejected"]
     daily = period_type == "daily"
     if daily:

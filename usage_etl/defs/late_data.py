@@ -2,8 +2,8 @@
 
 Each daily materialization records the fingerprint of its raw window (`sql/
 raw_window_fingerprints.sql`: row count, max id, max created_at, sum of row versions) in the
-`raw_window_fingerprint` table, taken *before* the window is read, so a row arriving during the run
-makes the fingerprint differ rather than go unseen. A sensor computes the current fingerprints of
+`raw_window_fingerprint` table: the fingerprint of the rows the run read, recorded with the rows
+it wrote, so a row arriving during the run makes the fingerprint differ rather than go unseen. A sensor computes the current fingerprints of
 the last `lookback` days in one grouped query (no full rescan, no jsonb parsing) and, for each
 materialized day whose fingerprint differs, requests one backfill of those days and the weeks
 and months over them (the same plan and gate as the nightly run, `automation.plan`), and reports

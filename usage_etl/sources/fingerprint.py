@@ -2,8 +2,9 @@
 
 Each daily materialization records the fingerprint of its raw window (`sql/
 raw_window_fingerprints.sql`: row count, max id, max created_at, sum of row versions) in the
-`raw_window_fingerprint` table, taken *before* the window is read, so a row arriving during the run
-makes the fingerprint differ rather than go unseen. `detect` compares the current fingerprints of
+`raw_window_fingerprint` table: the fingerprint of the rows the run read (`of_rows`, from the read
+itself), recorded with the rows it wrote, so a row arriving during the run makes the fingerprint
+differ rather than go unseen. `detect` compares the current fingerprints of
 recent days (one grouped query, no jsonb parsing) with the recorded ones.
 """
 
@@ -57,6 +58,23 @@ def current_fingerprints(conn: sa.Connection, settings: Settings, first: date, e
     (`FINGERPRINT_SCHEMA`; days without rows are absent)."""
     rows = conn.execute(_fingerprint_sql(conn, settings), _bounds(settings, first, end)).all()
     return pl.DataFrame([tuple(r) for r in rows], schema=FINGERPRINT_SCHEMA, orient="row")
+
+
+def of_rows(day: date, rows: pl.DataFrame) -> pl.DataFrame:
+    """The fingerprint of one day from its raw rows as read (`WindowSnapshot.versions`:
+    message_id, created_at, row_version): one row of `day` and the `FINGERPRINT` columns, as
+    `current_fingerprints` computes them on the server (max_id in byte order, as its COLLATE "C";
+    xmin_sum exact), or no row for a day without rows. What `record` takes."""
+    schema = {k: v for k, v in FINGERPRINT_SCHEMA.items() if k != "version"}
+    if rows.height == 0:
+        return pl.DataFrame(schema=schema)
+    return rows.select(
+        pl.lit(day).alias("day"),
+        pl.len().cast(pl.Int64).alias("row_count"),
+        pl.col("message_id").max().alias("max_id"),
+        pl.col("created_at").max().alias("max_created_at"),
+        pl.col("row_version").cast(pl.Int128).sum().cast(pl.String).alias("xmin_sum"),
+    ).cast(schema)  # type: ignore[arg-type]
 
 
 def _table(settings: Settings) -> sa.TableClause:

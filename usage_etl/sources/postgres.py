@@ -71,7 +71,7 @@ def source_table(settings: Settings) -> sa.TableClause:
     """The source table with every column the mapping reads.
 
     Columns read by key path are typed JSON so paths render as -> / ->>, which work on json and
-    jsonb alike (jsonb subscripting would not work on json).
+    jsonb alike (jsonb subscripting would not work on json). Also the system column `xmin`.
     """
     src = settings.source_config
     refs = _refs(src)
@@ -82,7 +82,7 @@ def source_table(settings: Settings) -> sa.TableClause:
         for n in names
         if n is not None
     ]
-    return sa.table(src.table, *cols, schema=src.schema_name)
+    return sa.table(src.table, *cols, sa.column("xmin"), schema=src.schema_name)
 
 
 def json_node(t: sa.TableClause, ref: FieldRef) -> sa.ColumnElement:
@@ -104,13 +104,19 @@ def field_text(t: sa.TableClause, ref: FieldRef | None) -> sa.ColumnElement:
     return json_node(t, FieldRef(column=ref.column, path=ref.path[:-1]))[ref.path[-1]].astext
 
 
-def window_query(settings: Settings, start: datetime | None, end: datetime | None) -> sa.Select:
+# The row version (the inserting or last updating transaction's id) read with a daily window, for
+# its late-data fingerprint; xmin is a system column of every table, so no user column has the name.
+ROW_VERSION = "row_version"
+
+
+def window_query(settings: Settings, start: datetime | None, end: datetime | None, *, row_versions: bool = False) -> sa.Select:
     """SELECT of the raw frame (`raw_schema(settings.source_config)`) for `start <= time < end`.
 
     Built from the source mapping; identifiers are quoted by SQLAlchemy and every field is
     extracted by the server (json paths with -> / ->>), so only short text values cross the wire.
     `start`/`end` are tz-aware instants; both None selects the rows whose time IS NULL
-    (they belong to no window and are quarantined separately).
+    (they belong to no window and are quarantined separately). `row_versions` adds
+    `row_version` (bigint): each row's xmin, as `sql/raw_window_fingerprints.sql` sums it.
     """
     src = settings.source_config
     c = src.columns
@@ -135,6 +141,8 @@ def window_query(settings: Settings, start: datetime | None, end: datetime | Non
         field_text(t, usage.child("service_tier") if usage is not None else None).label("u_service_tier"),
         *[field_text(t, ref).label(DIMENSION_PREFIX + name) for name, ref in src.breakdowns.items()],
     )
+    if row_versions:
+        query = query.add_columns(sa.cast(sa.cast(t.c.xmin, sa.Text), sa.BigInteger).label(ROW_VERSION))
     ts = t.c[c.time]
     if start is None and end is None:
         return query.where(ts.is_(None))
@@ -345,6 +353,8 @@ def read_window(settings: Settings, url: sa.URL, start: datetime | None, end: da
 class WindowSnapshot:
     """One window's raw rows read in a REPEATABLE READ, READ ONLY transaction on an ADBC connection
     (see `open_window`), and the `raw_digest` of any of them computed later in the same snapshot.
+    The read also brings each row's version (`versions`), so the window's late-data fingerprint
+    describes exactly the rows read, with no second pass over them.
 
     The rows stay an Arrow table (`height` rows) and become Polars frames a slice at a time
     (`frames`): a frame of short text columns costs about twice its Arrow table (a 16-byte view per
@@ -357,7 +367,9 @@ class WindowSnapshot:
     def __init__(self, conn: adbc.Connection, settings: Settings, start: datetime, end: datetime) -> None:
         self._conn, self._settings, self._start, self._end = conn, settings, start, end
         self.schema = raw_schema(settings.source_config)
-        self._table = _fetch(conn, window_query(settings, start, end), in_transaction=True)
+        table = _fetch(conn, window_query(settings, start, end, row_versions=True), in_transaction=True)
+        self._versions = table.column(ROW_VERSION)
+        self._table = table.drop_columns([ROW_VERSION])
         self.height = self._table.num_rows
 
     def _frame(self, table: pa.Table) -> pl.DataFrame:
@@ -372,9 +384,15 @@ class WindowSnapshot:
             frame = self._frame(self._table.slice(offset, rows)).with_row_index(RAW_DIGEST, offset=offset)
             yield frame.select(*self.schema, pl.col(RAW_DIGEST).cast(pl.Int64))
 
-    def message_ids(self) -> pl.DataFrame:
-        """The `message_id` (String) of every row, in order."""
-        return self._frame(self._table.select(["message_id"]))
+    def query(self, stmt: sa.Select, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+        """Run another SELECT in this snapshot (it sees exactly the rows read); a frame cast to `schema`."""
+        return _to_frame(_fetch(self._conn, stmt, in_transaction=True), schema)
+
+    def versions(self) -> pl.DataFrame:
+        """`message_id` (String), `created_at` (Datetime us UTC) and `row_version` (Int64: the
+        row's xmin) of every row, in order: what the window's late-data fingerprint is made of."""
+        ids = self._frame(self._table.select(["message_id", "created_at"]))
+        return ids.with_columns(pl.Series(ROW_VERSION, self._versions, dtype=pl.Int64))
 
     def rows(self, numbers: pl.Series) -> pl.DataFrame:
         """The rows numbered `numbers` (`raw_schema` columns), in that order; a number outside
