@@ -105,3 +105,19 @@ def test_any_ids_give_the_servers_fingerprint(engine, db_url, settings, ids):
         ours = fingerprint.of_rows(D, snapshot.versions())
     assert ours["max_id"].to_list() == [max(ids, key=lambda s: s.encode())]
     assert ours.equals(_server(engine, cfg))
+
+
+def test_a_query_in_the_snapshot_keeps_it_whatever_it_binds(engine, db_url, settings):
+    """`WindowSnapshot.query` binds its values as text: a timestamptz parameter bound as such would
+    make ADBC run it in a transaction of its own, ending the snapshot (a second query would then
+    see a row committed meanwhile)."""
+    cfg = configure(settings, engine)
+    insert(engine, cfg, [row(id="m-1"), row(id="m-2")])
+    w = _window(cfg)
+    t = sa.table("raw_messages", sa.column("created_at"), sa.column("id"))
+    count = sa.select(sa.func.count().label("n")).select_from(t).where(t.c.created_at >= sa.bindparam("s", w.start, sa.DateTime(timezone=True)), t.c.id != "zzz")
+    with open_window(cfg, db_url, w.start, w.end) as snapshot:
+        insert(engine, cfg, [row(id="m-3")])
+        assert [snapshot.query(count, {"n": pl.Int64()})["n"].item() for _ in range(2)] == [2, 2]
+    with open_window(cfg, db_url, w.start, w.end) as snapshot:
+        assert snapshot.query(count, {"n": pl.Int64()})["n"].item() == 3

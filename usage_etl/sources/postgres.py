@@ -283,6 +283,25 @@ def unbound(stmt: sa.ClauseElement) -> tuple[sa.Select | None, sa.ClauseElement]
     return setter, query
 
 
+def text_bound(stmt: sa.ClauseElement) -> sa.ClauseElement:
+    """`stmt` with each bind parameter bound as text and cast back to its type in SQL
+    (`CAST($1 AS TIMESTAMP WITH TIME ZONE)`), so ADBC binds text only: it binds a timestamptz
+    parameter inside a BEGIN/COMMIT of its own, which would end the caller's transaction. A
+    planner given the values (an unnamed statement is planned with them) estimates the casts
+    as constants. Raises ValueError for a value `_as_setting` cannot carry exactly."""
+
+    def replace(element: object) -> sa.ColumnElement | None:
+        if not isinstance(element, BindParameter):
+            return None
+        setting = None if element.expanding else _as_setting(element)
+        if setting is None:
+            raise ValueError(f"cannot bind {element.key!r} ({element.type}) as text exactly")
+        text, kind = setting
+        return sa.cast(sa.null() if text is None else sa.bindparam(None, text, sa.Text), kind)
+
+    return visitors.replacement_traverse(stmt, {}, replace)
+
+
 def _execute(conn: adbc.Connection, stmt: sa.ClauseElement | str) -> pa.Table:
     sql, params = (stmt, []) if isinstance(stmt, str) else compile_bound(stmt)
     with conn.cursor() as cur:
@@ -385,8 +404,10 @@ class WindowSnapshot:
             yield frame.select(*self.schema, pl.col(RAW_DIGEST).cast(pl.Int64))
 
     def query(self, stmt: sa.Select, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-        """Run another SELECT in this snapshot (it sees exactly the rows read); a frame cast to `schema`."""
-        return _to_frame(_fetch(self._conn, stmt, in_transaction=True), schema)
+        """Run another SELECT in this snapshot (it sees exactly the rows read); a frame cast to
+        `schema`. For a small result: the statement keeps its parameters, bound as text (see
+        `text_bound`), so the planner sees their values, as it must to plan an aggregate well."""
+        return _to_frame(_execute(self._conn, text_bound(stmt)), schema)
 
     def versions(self) -> pl.DataFrame:
         """`message_id` (String), `created_at` (Datetime us UTC) and `row_version` (Int64: the
