@@ -1,7 +1,8 @@
 -- Fingerprint of the raw source per business-timezone day, for :start <= created_at < :end.
 -- Cheap: no jsonb is parsed, and the created_at index bounds the scan to the lookback window.
--- max_id compares bytes (COLLATE "C"): independent of the database collation, and the order in which
--- a daily run computes the same fingerprint from the rows it read (fingerprint.of_rows).
+-- max_id compares bytes (COLLATE "C"): independent of the database collation and, in a UTF8
+-- database, the order in which a daily run computes the same fingerprint from the rows it read
+-- (fingerprint.of_rows compares UTF-8 bytes).
 -- Any insert, update or delete of a row of the day changes it: row_count or max_id move on insert
 -- and delete; xmin (the row version's transaction id, kept by VACUUM FREEZE) moves on update.
 -- version hashes the others (created_at as epoch microseconds: independent of the session TimeZone).

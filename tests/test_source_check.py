@@ -122,3 +122,15 @@ def test_cli_source_check(engine, db_url, ai_usage_log, monkeypatch) -> None:
     bad = CliRunner().invoke(main, ["source", "check"])
     assert bad.exit_code == 1
     assert "source table public.usage_logs does not exist" in bad.output
+
+
+def test_a_view_is_refused_naming_what_to_read_instead(engine, db_url, ai_usage_log) -> None:
+    """A daily run reads each row's version (xmin): a view has none, so it fails the check (before,
+    its read failed with "column xmin does not exist")."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE VIEW ai_usage_view AS SELECT * FROM ai_usage_log"))
+    view = variant("002_ai_usage_log.toml", source__table="ai_usage_view")
+    assert check(engine, db_url, view) == (
+        "source mapping does not fit public.ai_usage_view (1 problem):\n  - public.ai_usage_view is a view: a daily run reads each "
+        "row's version (xmin) for the late-data fingerprint, which only a table has; read the table itself"
+    )

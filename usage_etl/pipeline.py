@@ -329,7 +329,7 @@ def materialize_day(
     engine: sa.Engine, url: sa.URL, settings: Settings, book: PriceBook, window: store.Window, *, audit: Audit | None = Audit()
 ) -> PartitionResult:
     """`run_daily`, recording the late-data fingerprint of the rows it read with the rows it wrote
-    (an unpublished run records nothing: the day stays "changed since materialized").
+    (an unpublished run records nothing: the fingerprint of the last published run stays).
 
     Two runs of one day serialize on a session advisory lock around the whole run, so the second
     reads what the first committed instead of computing the same day alongside it.

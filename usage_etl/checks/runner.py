@@ -3,8 +3,9 @@
 Used by the Dagster asset checks (one partition per call, as each is written) and by
 `usage-etl check` (a whole range per call). A range is read with one query per input, never one
 per partition, then split by partition in Polars. The inputs are small (one row
-per user and partition), so they come over the engine's pooled psycopg connection: an ADBC
-connection costs ~0.1 s to open, more than all these queries together.
+per user and partition), so they come over the engine's pooled psycopg connection (an ADBC
+connection costs ~0.1 s to open, more than all these queries together), except a daily run's
+expected figures, read in the run's own ADBC snapshot (below).
 
 The expected figures of the reconciliation come from an independent path: SQL over the raw
 source (the same window SELECT as the pipeline, `sources.postgres.window_query`) that applies the

@@ -63,8 +63,9 @@ def current_fingerprints(conn: sa.Connection, settings: Settings, first: date, e
 def of_rows(day: date, rows: pl.DataFrame) -> pl.DataFrame:
     """The fingerprint of one day from its raw rows as read (`WindowSnapshot.versions`:
     message_id, created_at, row_version): one row of `day` and the `FINGERPRINT` columns, as
-    `current_fingerprints` computes them on the server (max_id in byte order, as its COLLATE "C";
-    xmin_sum exact), or no row for a day without rows. What `record` takes."""
+    `current_fingerprints` computes them on the server (max_id in UTF-8 byte order, as its
+    COLLATE "C" in a UTF8 database; xmin_sum exact), or no row for a day without rows. What
+    `record` takes."""
     schema = {k: v for k, v in FINGERPRINT_SCHEMA.items() if k != "version"}
     if rows.height == 0:
         return pl.DataFrame(schema=schema)

@@ -3,7 +3,8 @@
 `check_source(engine, settings)` looks at the table's catalog entry and at a sample of its most
 recent rows and raises one `MappingError` listing every problem, each naming the table, the
 column, the configuration key and the expected type:
-- the table or a configured column does not exist;
+- the table or a configured column does not exist, or the source is a view or a foreign table
+  (a daily run reads each row's version, `xmin`, for the late-data fingerprint);
 - a column has a type that cannot be read as expected (tokens: integer, numeric or text; the time
   column: timestamptz; a key path: json/jsonb);
 - a key path never matches in the sample, or a token/paid-amount field has values in the sample but
@@ -89,6 +90,26 @@ def _columns(conn: sa.Connection, schema: str, table: str) -> dict[str, str]:
         {"s": schema, "t": table},
     ).all()
     return dict(rows)  # type: ignore[arg-type]
+
+
+# Kinds of relation read as a source whose rows have a version (xmin): tables, partitioned tables.
+_VERSIONED = {"r": "table", "p": "partitioned table"}
+_KIND_NAMES = {"v": "view", "f": "foreign table"}
+
+
+def _row_version_problem(conn: sa.Connection, schema: str, table: str, where: str) -> str | None:
+    """A daily run reads each row's version (xmin) for its late-data fingerprint: a view or a
+    foreign table has none."""
+    kind = conn.execute(
+        sa.text("SELECT c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relname = :t"),
+        {"s": schema, "t": table},
+    ).scalar_one_or_none()
+    if kind is None or kind in _VERSIONED:
+        return None
+    return (
+        f"{where} is a {_KIND_NAMES.get(kind, f'relation of kind {kind!r}')}: a daily run reads each row's version (xmin) "
+        "for the late-data fingerprint, which only a table has; read the table itself"
+    )
 
 
 def _catalog_problems(src: SourceConfig, cols: dict[str, str], where: str) -> list[str]:
@@ -177,6 +198,8 @@ def check_source(engine: sa.Engine, settings: Settings, sample_rows: int = SAMPL
         if not cols:
             raise MappingError(f"source table {where} does not exist (or this database user cannot see it)")
         problems = _catalog_problems(src, cols, where)
+        version = _row_version_problem(conn, src.schema_name, src.table, where)
+        problems += [version] if version else []
         if not problems:
             problems = _sample_problems(conn, settings, where, sample_rows)
             if not content:
