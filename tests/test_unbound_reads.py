@@ -98,3 +98,20 @@ def test_a_window_read_has_no_bind_parameter_but_an_in_list_keeps_them(settings)
     t = sa.table("t", sa.column("a"))
     listed = sa.select(t.c.a).where(t.c.a.in_(["x", "y"]))
     assert unbound(listed) == (None, listed)
+
+
+def test_text_bound_refuses_what_it_cannot_carry_exactly() -> None:
+    """An IN list, or a naive datetime for a column with a time zone, is refused by name rather
+    than bound as something else."""
+    import pytest
+    from sqlalchemy.dialects import postgresql
+
+    from usage_etl.sources.postgres import text_bound
+
+    t = sa.table("t", sa.column("a", sa.Text), sa.column("at", sa.DateTime(timezone=True)))
+    with pytest.raises(ValueError, match=r"cannot carry 'names' \(VARCHAR\) as text exactly"):
+        text_bound(sa.select(t.c.a).where(t.c.a.in_(sa.bindparam("names", ["x", "y"], expanding=True))))
+    with pytest.raises(ValueError, match=r"cannot carry 'since' \(DATETIME\)"):
+        text_bound(sa.select(t.c.a).where(t.c.at >= sa.bindparam("since", datetime(2026, 3, 10), sa.DateTime(timezone=True))))
+    sql = str(text_bound(sa.select(t.c.a).where(t.c.at >= datetime(2026, 3, 10, tzinfo=timezone.utc), t.c.a.is_(None))).compile(dialect=postgresql.dialect()))
+    assert "CAST(%(param_1)s::VARCHAR AS TIMESTAMP WITH TIME ZONE)" in sql and "2026" not in sql

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
@@ -246,7 +246,25 @@ def _as_setting(bind: BindParameter) -> tuple[str | None, sa.types.TypeEngine] |
 
 
 class _KeepParameters(Exception):
-    pass
+    def __init__(self, bind: BindParameter) -> None:
+        super().__init__(f"cannot carry {bind.key!r} ({bind.type}) as text exactly")
+
+
+def _rebind(stmt: sa.ClauseElement, carry: Callable[[str, sa.types.TypeEngine], sa.ColumnElement]) -> sa.ClauseElement:
+    """`stmt` with each bind parameter replaced by `carry(text of its value, its SQL type)` (a NULL
+    value by a typed NULL). Raises _KeepParameters for an expanding parameter (an IN list) or one
+    whose value would not come back exactly (`_as_setting`)."""
+
+    def replace(element: object) -> sa.ColumnElement | None:
+        if not isinstance(element, BindParameter):
+            return None
+        setting = None if element.expanding else _as_setting(element)
+        if setting is None:
+            raise _KeepParameters(element)
+        text, kind = setting
+        return sa.cast(sa.null(), kind) if text is None else carry(text, kind)
+
+    return visitors.replacement_traverse(stmt, {}, replace)
 
 
 def _setting_name(i: int) -> sa.ColumnElement:
@@ -261,20 +279,12 @@ def unbound(stmt: sa.ClauseElement) -> tuple[sa.Select | None, sa.ClauseElement]
     (see `_as_setting`): such a statement keeps its parameters."""
     values: list[str] = []
 
-    def replace(element: object) -> sa.ColumnElement | None:
-        if not isinstance(element, BindParameter):
-            return None
-        setting = None if element.expanding else _as_setting(element)
-        if setting is None:
-            raise _KeepParameters
-        text, kind = setting
-        if text is None:
-            return sa.cast(sa.null(), kind)
+    def from_setting(text: str, kind: sa.types.TypeEngine) -> sa.ColumnElement:
         values.append(text)
         return sa.cast(sa.select(sa.func.current_setting(_setting_name(len(values)))).scalar_subquery(), kind)
 
     try:
-        query = visitors.replacement_traverse(stmt, {}, replace)
+        query = _rebind(stmt, from_setting)
     except _KeepParameters:
         return None, stmt
     if not values:
@@ -289,17 +299,10 @@ def text_bound(stmt: sa.ClauseElement) -> sa.ClauseElement:
     parameter inside a BEGIN/COMMIT of its own, which would end the caller's transaction. A
     planner given the values (an unnamed statement is planned with them) estimates the casts
     as constants. Raises ValueError for a value `_as_setting` cannot carry exactly."""
-
-    def replace(element: object) -> sa.ColumnElement | None:
-        if not isinstance(element, BindParameter):
-            return None
-        setting = None if element.expanding else _as_setting(element)
-        if setting is None:
-            raise ValueError(f"cannot bind {element.key!r} ({element.type}) as text exactly")
-        text, kind = setting
-        return sa.cast(sa.null() if text is None else sa.bindparam(None, text, sa.Text), kind)
-
-    return visitors.replacement_traverse(stmt, {}, replace)
+    try:
+        return _rebind(stmt, lambda text, kind: sa.cast(sa.bindparam(None, text, sa.Text), kind))
+    except _KeepParameters as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _execute(conn: adbc.Connection, stmt: sa.ClauseElement | str) -> pa.Table:
